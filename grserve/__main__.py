@@ -1,0 +1,3 @@
+from grserve.cli import main
+
+main()

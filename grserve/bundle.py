@@ -1,0 +1,59 @@
+"""A GR model directory: the Hugging Face model files (`config.json`, `model.safetensors`), the item
+table (`items.bin`, `items.json`) and grserve's own settings (`gr_config.json`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from grserve.items.item_table import ItemTable
+from grserve.items.trie import SIDTrie
+from grserve.items.vocab import GRVocab
+from grserve.model.loader import load_model, save_model
+from grserve.model.transformer import Transformer
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "ml-100k"
+SETTINGS_FILE = "gr_config.json"
+
+
+@dataclass
+class GRSettings:
+    # Histories longer than this keep their newest items: the prompt is 1 + 3 * max_history_items tokens.
+    max_history_items: int = 50
+    dataset: str = ""
+
+
+@dataclass
+class GRBundle:
+    model: Transformer
+    table: ItemTable
+    trie: SIDTrie
+    vocab: GRVocab
+    settings: GRSettings
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None, device: str = "cpu") -> "GRBundle":
+        directory = Path(directory or DEFAULT_MODEL_DIR)
+        if not (directory / SETTINGS_FILE).exists():
+            raise FileNotFoundError(f"{directory} is not a GR model directory: no {SETTINGS_FILE}")
+        settings = GRSettings(**json.loads((directory / SETTINGS_FILE).read_text()))
+        table = ItemTable.load(directory)
+        vocab = GRVocab(table.codebook_size)
+        model = load_model(directory, device=device)
+        if model.config.vocab_size != vocab.size:
+            raise ValueError(f"{directory}: model vocab_size {model.config.vocab_size} does not match "
+                             f"the item table's vocabulary of {vocab.size} tokens")
+        return cls(model, table, SIDTrie.from_table(table), vocab, settings)
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self.model, directory)
+        self.table.save(directory)
+        (directory / SETTINGS_FILE).write_text(json.dumps(asdict(self.settings), indent=2) + "\n")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device

@@ -1,0 +1,119 @@
+"""The `grserve` command: serve, recommend, train, eval."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+
+def _bundle(args):
+    from grserve.bundle import GRBundle
+    return GRBundle.load(args.model, device=args.device)
+
+
+def cmd_serve(args) -> None:
+    import uvicorn
+
+    from grserve.recommender import Recommender
+    from grserve.server.app import create_app
+    bundle = _bundle(args)
+    name = Path(args.model).name if args.model else "grserve-default-ml-100k"
+    uvicorn.run(create_app(Recommender(bundle), name), host=args.host, port=args.port, log_level="info")
+
+
+def cmd_recommend(args) -> None:
+    from grserve.recommender import Recommender
+    history = [h.strip() for h in args.history.split(",") if h.strip()] if args.history else []
+    result = Recommender(_bundle(args)).recommend(history, args.top_n, args.beam_width,
+                                                   not args.keep_history)
+    print(json.dumps({"items": [asdict(i) for i in result.items], "warnings": result.warnings,
+                      "usage": {"prompt_tokens": result.prompt_tokens, "beam_width": args.beam_width}},
+                     indent=2))
+
+
+def cmd_train(args) -> None:
+    from grserve.data.loading import load_dataset
+    from grserve.data.training import TrainConfig, train
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if getattr(args, f.name, None) is not None}
+    report = train(load_dataset(args.dataset, args.item_meta), TrainConfig(**overrides), args.out)
+    print(json.dumps({"out": args.out, "best_epoch": report["best_epoch"], "test": report["test"],
+                      "seconds": report["seconds"]}, indent=2))
+
+
+def cmd_eval(args) -> None:
+    from grserve.data.evaluation import evaluate, round_metrics
+    from grserve.data.loading import load_dataset
+    from grserve.data.split import Example, leave_one_out
+    from grserve.recommender import Recommender
+    bundle = _bundle(args)
+    dataset = load_dataset(args.dataset or bundle.settings.dataset, args.item_meta)
+    # Map the dataset's catalog onto the model's item table by the dataset's own item ids.
+    to_row = [bundle.table.row_of(i) for i in dataset.item_ids]
+    sequences = {u: [to_row[r] for r in s if to_row[r] is not None] for u, s in dataset.sequences.items()}
+    split = leave_one_out(sequences)
+    examples = split.test if args.split == "test" else split.valid
+    if args.users:
+        examples = examples[:args.users]
+    result = round_metrics(evaluate(Recommender(bundle), examples, args.beam_width,
+                                    progress=not args.json))
+    if args.json:
+        print(json.dumps({"model": result["model"], "popularity": result["popularity"]}))
+        return
+    print(f"{'':12s}" + "".join(f"{k:>11s}" for k in result["model"]))
+    for system in ("model", "popularity"):
+        print(f"{system:12s}" + "".join(f"{v:11.4f}" for v in result[system].values()))
+    print(f"users={result['users']} beam_width={result['beam_width']} split={args.split}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_model(p):
+        p.add_argument("--model", help="GR model directory (default: the embedded MovieLens-100K model)")
+        p.add_argument("--device", default="cpu")
+        return p
+
+    p = with_model(sub.add_parser("serve", help="serve a GR model over HTTP"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+
+    p = with_model(sub.add_parser("recommend", help="top-N items for one history"))
+    p.add_argument("--history", default="", help="comma-separated item ids, oldest first")
+    p.add_argument("--top-n", type=int, default=10)
+    p.add_argument("--beam-width", type=int, default=64)
+    p.add_argument("--keep-history", action="store_true", help="allow items of the history in the answer")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("train", help="build SIDs and train a GR model on a dataset")
+    p.add_argument("--dataset", default="ml-100k", help="'ml-100k', a RecBole atomic directory or a sequence file")
+    p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file")
+    p.add_argument("--out", required=True)
+    from grserve.data.training import TrainConfig
+    for f in fields(TrainConfig):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = with_model(sub.add_parser("eval", help="Recall/NDCG@5,10 on the leave-one-out split vs popularity"))
+    p.add_argument("--dataset", help="default: the dataset the model was trained on")
+    p.add_argument("--item-meta")
+    p.add_argument("--split", choices=("test", "valid"), default="test")
+    p.add_argument("--beam-width", type=int, default=50)
+    p.add_argument("--users", type=int, default=0, help="evaluate only the first N users (0 = all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"grserve {args.command}: error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

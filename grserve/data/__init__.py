@@ -1,0 +1,1 @@
+"""Datasets, item embeddings, training and evaluation of GR models."""

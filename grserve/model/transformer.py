@@ -1,0 +1,170 @@
+"""grserve's own forward for Llama- and Qwen3-layout decoder-only models.
+
+Parameter names equal the Hugging Face state-dict names, so checkpoints load without renaming. The forward
+takes explicit positions, an optional boolean mask and an optional per-layer KV cache, and returns the cache
+extended by the new tokens: enough for left-padded prefill and batched decode. Plain tensor code, readable top
+to bottom; it is also the oracle the faster attention paths are tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grserve.model.config import ModelConfig
+
+# One (keys, values) per layer, each [batch, num_kv_heads, seq, head_dim]; keys already rotated.
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The mean of squares is taken in float32, as in HF: in half precision it loses too many digits.
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """cos and sin of the rotary angles at `positions` [B, T], shaped [B, 1, T, head_dim] to broadcast over heads."""
+    # Angles in float32 whatever the model dtype: large positions need the mantissa. Computed per call rather
+    # than cached, so any position is valid and the model holds no buffer for `.to(dtype)` to round.
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim
+    inv_freq = 1.0 / theta**exponents
+    angles = positions.float()[..., None] * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)[:, None]
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    # HF's RoPE layout pairs dimension i with i + head_dim/2, not adjacent dimensions.
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
+        # Qwen3 normalizes each query and key head before RoPE, which bounds the attention logits.
+        self.qk_norm = config.architecture == "Qwen3ForCausalLM"
+        if self.qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                causal: bool, past: tuple[torch.Tensor, torch.Tensor] | None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.self_attn = Attention(config)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, causal, past):
+        h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, past)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class Decoder(nn.Module):
+    """The `model.` part of the HF names: embeddings, layers, final norm; returns hidden states."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+                past: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+        T = input_ids.shape[1]
+        if past is not None and len(past) != len(self.layers):
+            raise ValueError(f"past: {len(past)} entries for {len(self.layers)} layers")
+        past_len = past[0][0].shape[2] if past is not None else 0
+        S = past_len + T
+        # A query row that may see no key (a left-pad token) is fine: SDPA gives it a zero output, not NaN, so
+        # padded rows stay finite and cannot poison real ones through the next layer's masked-out values.
+        if mask is not None and (mask.dtype != torch.bool or mask.shape[-2:] != (T, S)):
+            raise ValueError(f"mask: expected bool [B, 1, {T}, {S}], got {mask.dtype} {list(mask.shape)}")
+        # SDPA's own causal mask is aligned top-left, which is right only when there is no past.
+        causal = mask is None and past_len == 0
+        if mask is None and not causal:
+            mask = torch.ones(T, S, dtype=torch.bool, device=input_ids.device).tril(past_len)
+
+        x = self.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        cache = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(x, cos, sin, mask, causal, past[i] if past is not None else None)
+            cache.append(kv)
+        return self.norm(x), cache
+
+
+class Transformer(nn.Module):
+    """A causal LM: `forward(input_ids, positions, mask=None, past=None) -> (float32 logits, cache)`.
+
+    input_ids, positions: [B, T]. mask: bool [B, 1, T, S], True where query t may attend key s, over all
+    S = past_len + T keys; None means causal over the new tokens with full access to the past. past and the
+    returned cache: one (k, v) per layer, [B, num_kv_heads, S, head_dim]; the returned one includes the new
+    tokens. Freshly built weights are PyTorch's default initialization; real ones come from `load_model`.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = Decoder(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        past: KVCache | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
+        hidden, cache = self.model(input_ids, positions, mask, past)
+        return self.lm_head(hidden).float(), cache

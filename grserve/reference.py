@@ -1,0 +1,44 @@
+"""Reference constrained beam search: the slow, obviously correct oracle for every fast path.
+
+At every step it runs the model over the whole sequence (prompt + generated tokens) of every beam: no
+KV cache, no shared prompt, no batching tricks beyond stacking the equal-length beam rows. Each step
+takes the log-softmax over the *full* vocabulary and only then restricts to the trie's valid children,
+so an item's score is the sum of the log-probabilities of its 3 tokens under the unconstrained model.
+Ties are broken by the smaller code sequence, which makes the result deterministic."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grserve.items.trie import SIDTrie
+from grserve.items.vocab import GRVocab
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item: int  # item row in the catalog
+    semantic_id: tuple[int, int, int]
+    score: float
+
+
+@torch.no_grad()
+def reference_beam_search(model, prompt: list[int], beam_width: int, top_n: int, trie: SIDTrie,
+                          vocab: GRVocab) -> list[ScoredItem]:
+    """Top-`top_n` items (expanded from the best `beam_width` SID triples) for one prompt."""
+    device = next(model.parameters()).device
+    beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
+    for level in range(vocab.levels):
+        rows = [prompt + [vocab.offset(l) + c for l, c in enumerate(prefix)] for prefix, _ in beams]
+        ids = torch.tensor(rows, dtype=torch.long, device=device)
+        positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
+        logits, _ = model(ids, positions)
+        logprobs = torch.log_softmax(logits[:, -1].double(), dim=-1).cpu()
+        candidates = []
+        for (prefix, score), lp in zip(beams, logprobs):
+            for code in trie.children(prefix).tolist():
+                candidates.append((prefix + (code,), score + lp[vocab.offset(level) + code].item()))
+        candidates.sort(key=lambda c: (-c[1], c[0]))
+        beams = candidates[:beam_width]
+    items = [ScoredItem(item, prefix, score) for prefix, score in beams for item in trie.items_of(*prefix)]
+    return items[:top_n]

@@ -1,0 +1,50 @@
+"""The `grserve` command end to end, in subprocesses, on the tiny model and on the embedded default."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from grserve.bundle import DEFAULT_MODEL_DIR
+from grserve.recommender import Recommender
+
+
+def grserve(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grserve", *args], capture_output=True, text=True,
+                          check=check, timeout=600)
+
+
+def test_recommend_json_equals_the_python_api(tiny_bundle, tiny_model_dir):
+    out = json.loads(grserve("recommend", "--model", tiny_model_dir, "--history", "i1,i2,zzz",
+                             "--top-n", "3", "--beam-width", "8").stdout)
+    direct = Recommender(tiny_bundle).recommend(["i1", "i2", "zzz"], 3, 8)
+    assert [i["item_id"] for i in out["items"]] == [i.item_id for i in direct.items]
+    assert any("zzz" in w for w in out["warnings"])
+
+
+def test_bad_arguments_are_a_clear_error(tiny_model_dir):
+    r = grserve("recommend", "--model", tiny_model_dir, "--top-n", "0", check=False)
+    assert r.returncode == 2 and "top_n" in r.stderr and "Traceback" not in r.stderr
+    r = grserve("recommend", "--model", "/nonexistent/model", check=False)
+    assert r.returncode == 2 and "not a GR model directory" in r.stderr
+
+
+def test_embedded_default_model_recommends_movielens_items():
+    out = json.loads(grserve("recommend", "--history", "1,50,181", "--top-n", "10").stdout)
+    assert len(out["items"]) == 10
+    titles = {i["item_id"]: i["title"] for i in out["items"]}
+    assert not {"1", "50", "181"} & titles.keys()  # the history is excluded by default
+    assert all(t for t in titles.values())
+    assert out["warnings"] == []
+    assert [i["score"] for i in out["items"]] == sorted((i["score"] for i in out["items"]), reverse=True)
+    # The prior (empty history) is allowed too.
+    assert len(json.loads(grserve("recommend", "--top-n", "5").stdout)["items"]) == 5
+
+
+def test_embedded_model_beats_popularity_on_movielens():
+    """The README's claim, on the first 300 test users (the full split runs in `grserve eval`)."""
+    assert DEFAULT_MODEL_DIR.exists()
+    out = json.loads(grserve("eval", "--json", "--users", "300").stdout)
+    assert set(out) == {"model", "popularity"}
+    assert set(out["model"]) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
+    assert out["model"]["ndcg@10"] > out["popularity"]["ndcg@10"]
