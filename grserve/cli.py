@@ -1,4 +1,4 @@
-"""The `grserve` command: serve, recommend, train, eval."""
+"""The `grserve` command: serve, recommend, train, eval, synth, bench."""
 from __future__ import annotations
 
 import argparse
@@ -23,11 +23,15 @@ def cmd_serve(args) -> None:
     uvicorn.run(create_app(Recommender(bundle), name), host=args.host, port=args.port, log_level="info")
 
 
+def _ids(text: str | None) -> list[str] | None:
+    return None if text is None else [i.strip() for i in text.split(",") if i.strip()]
+
+
 def cmd_recommend(args) -> None:
     from grserve.recommender import Recommender
-    history = [h.strip() for h in args.history.split(",") if h.strip()] if args.history else []
-    result = Recommender(_bundle(args)).recommend(history, args.top_n, args.beam_width,
-                                                   not args.keep_history)
+    result = Recommender(_bundle(args)).recommend(_ids(args.history), args.top_n, args.beam_width,
+                                                   not args.keep_history, _ids(args.exclude),
+                                                   _ids(args.allow), reference=args.reference)
     print(json.dumps({"items": [asdict(i) for i in result.items], "warnings": result.warnings,
                       "usage": {"prompt_tokens": result.prompt_tokens, "beam_width": args.beam_width}},
                      indent=2))
@@ -68,6 +72,27 @@ def cmd_eval(args) -> None:
     print(f"users={result['users']} beam_width={result['beam_width']} split={args.split}")
 
 
+def cmd_synth(args) -> None:
+    from grserve.items.synthetic import write_synthetic
+    out = write_synthetic(args.out, num_items=args.items, num_layers=args.layers, hidden_size=args.hidden,
+                          num_heads=args.heads, num_kv_heads=args.kv_heads, codebook_size=args.codebook_size,
+                          seed=args.seed)
+    print(json.dumps({"out": str(out), "items": args.items, "layers": args.layers, "hidden": args.hidden}))
+
+
+def cmd_bench_attention(args) -> None:
+    from grserve.bench.attention import run_attention_bench
+    from grserve.bench.engine_vs_reference import run_engine_bench
+    result = {"attention": run_attention_bench(prompt_len=args.prompt_len, beam_width=args.beam_width),
+              "engine_vs_reference": run_engine_bench(_bundle(args), beam_width=args.engine_beam_width,
+                                                      requests=args.requests)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top-n", type=int, default=10)
     p.add_argument("--beam-width", type=int, default=64)
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the answer")
+    p.add_argument("--exclude", help="comma-separated item ids never to return")
+    p.add_argument("--allow", help="comma-separated item ids: return only these")
+    p.add_argument("--reference", action="store_true", help="run the slow reference beam search instead")
     p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("train", help="build SIDs and train a GR model on a dataset")
@@ -106,6 +134,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=0, help="evaluate only the first N users (0 = all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("synth", help="write a random-weight GR model and a random catalog (HF format)")
+    p.add_argument("--items", type=int, required=True)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--codebook-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_synth)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    p = with_model(bench.add_parser("attention", help="staged vs expanded attention; engine vs reference"))
+    p.add_argument("--prompt-len", type=int, default=1024)
+    p.add_argument("--beam-width", type=int, default=256)
+    p.add_argument("--engine-beam-width", type=int, default=128)
+    p.add_argument("--requests", type=int, default=4)
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(func=cmd_bench_attention)
 
     args = parser.parse_args(argv)
     try:

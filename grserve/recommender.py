@@ -1,12 +1,16 @@
-"""Histories in, ranked items out: the dataset's item ids are mapped to SID prompts, beam search runs
-over the trie, and the surviving triples are expanded into items (all items of a shared triple, each
-with the triple's score)."""
+"""The public GR API in the dataset's own item ids: histories in, ranked items out.
+
+It maps item ids to item rows and SID prompts, submits requests to the GREngine (or, for comparison, runs
+the reference beam search) and turns the engine's item rows back into item ids, titles and SIDs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from grserve.beam.search import beam_search
 from grserve.bundle import GRBundle
+from grserve.engine.config import EngineConfig
+from grserve.engine.gr_engine import GREngine
+from grserve.engine.request import GRRequest
+from grserve.reference import reference_beam_search
 
 
 @dataclass
@@ -25,46 +29,70 @@ class Recommendation:
 
 
 class Recommender:
-    def __init__(self, bundle: GRBundle):
+    def __init__(self, bundle: GRBundle, config: EngineConfig | None = None):
         self.bundle = bundle
+        self.engine = GREngine(bundle, config)
+
+    def close(self) -> None:
+        self.engine.shutdown()
 
     def prompt(self, rows: list[int]) -> list[int]:
         keep = rows[-self.bundle.settings.max_history_items:] if rows else []
         return self.bundle.vocab.prompt(self.bundle.table.codes[keep])
 
-    def rank(self, histories: list[list[int]], top_n: int, beam_width: int,
-             exclude_history: bool = True) -> list[list[tuple[int, float, tuple[int, ...]]]]:
-        """Per history (item rows, oldest first): up to `top_n` (item row, score, SID), best first."""
-        trie = self.bundle.trie
-        results = beam_search(self.bundle.model, [self.prompt(h) for h in histories], beam_width, trie,
-                              self.bundle.vocab)
-        ranked = []
-        for history, beams in zip(histories, results):
-            seen = set(history) if exclude_history else set()
-            out: list[tuple[int, float, tuple[int, ...]]] = []
-            for codes, score in zip(beams.codes.tolist(), beams.scores.tolist()):
-                out.extend((item, score, tuple(codes)) for item in trie.items_of(*codes) if item not in seen)
-                if len(out) >= top_n:
-                    break
-            ranked.append(out[:top_n])
-        return ranked
+    def request(self, history: list[int], top_n: int, beam_width: int, exclude_history: bool = True,
+                exclude: set[int] = frozenset(), allow: set[int] | None = None) -> GRRequest:
+        banned = set(exclude) | (set(history) if exclude_history else set())
+        return GRRequest(self.prompt(history), beam_width, top_n, banned, allow)
 
-    def recommend(self, history: list[str], top_n: int = 10, beam_width: int = 64,
-                  exclude_history: bool = True) -> Recommendation:
-        if top_n < 1 or beam_width < 1:
-            raise ValueError("top_n and beam_width must be at least 1")
-        table, warnings = self.bundle.table, []
-        rows = [table.row_of(str(i)) for i in history]
-        unknown = [str(i) for i, r in zip(history, rows) if r is None]
+    def rank(self, histories: list[list[int]], top_n: int, beam_width: int,
+             exclude_history: bool = True) -> list[list[tuple[int, float, tuple[int, int, int]]]]:
+        """Per history (item rows, oldest first): up to `top_n` (item row, score, SID), best first. All
+        requests are submitted at once, so the engine batches them."""
+        futures = [self.engine.submit(self.request(h, top_n, beam_width, exclude_history)) for h in histories]
+        return [f.result().items for f in futures]
+
+    def _rows(self, ids: list, what: str, warnings: list[str]) -> list[int]:
+        rows = [self.bundle.table.row_of(str(i)) for i in ids]
+        unknown = [str(i) for i, r in zip(ids, rows) if r is None]
         if unknown:
-            warnings.append(f"unknown item ids in history, ignored: {unknown[:20]}")
-        rows = [r for r in rows if r is not None]
+            warnings.append(f"unknown item ids in {what}, ignored: {unknown[:20]}")
+        return [r for r in rows if r is not None]
+
+    def _build(self, history: list, top_n: int, beam_width: int, exclude_history: bool,
+               exclude: list | None, allow: list | None) -> tuple[GRRequest, list[str]]:
+        warnings: list[str] = []
+        rows = self._rows(history, "history", warnings)
+        exclude_rows = set(self._rows(exclude or [], "exclude", warnings))
+        allow_rows = set(self._rows(allow, "allow", warnings)) if allow is not None else None
         if len(rows) > self.bundle.settings.max_history_items:
             warnings.append(f"history truncated to its newest {self.bundle.settings.max_history_items} items")
-        ranked = self.rank([rows], top_n, beam_width, exclude_history)[0]
-        if len(ranked) < top_n:
-            warnings.append(f"only {len(ranked)} valid items left after filtering (top_n={top_n})")
-        titles = table.titles
-        items = [RecommendedItem(table.raw_ids[i], score, list(sid), titles[i] if titles else None)
+        request = self.request(rows, top_n, beam_width, exclude_history, exclude_rows, allow_rows)
+        self.engine.validate(request)
+        return request, warnings
+
+    def _finish(self, request: GRRequest, ranked, warnings: list[str]) -> Recommendation:
+        if len(ranked) < request.top_n:
+            warnings.append(f"only {len(ranked)} items left after filtering (top_n={request.top_n})")
+        table = self.bundle.table
+        items = [RecommendedItem(table.raw_ids[i], score, list(sid), table.titles[i] if table.titles else None)
                  for i, score, sid in ranked]
-        return Recommendation(items, warnings, len(self.prompt(rows)))
+        return Recommendation(items, warnings, len(request.prompt))
+
+    def recommend(self, history: list, top_n: int = 10, beam_width: int = 64, exclude_history: bool = True,
+                  exclude: list | None = None, allow: list | None = None,
+                  reference: bool = False) -> Recommendation:
+        request, warnings = self._build(history, top_n, beam_width, exclude_history, exclude, allow)
+        if reference:
+            b = self.bundle
+            ranked = [(i.item, i.score, i.semantic_id) for i in reference_beam_search(
+                b.model, request.prompt, beam_width, top_n, b.trie, b.vocab, request.exclude, request.allow)]
+        else:
+            ranked = self.engine.submit(request).result().items
+        return self._finish(request, ranked, warnings)
+
+    async def recommend_async(self, history: list, top_n: int = 10, beam_width: int = 64,
+                              exclude_history: bool = True, exclude: list | None = None,
+                              allow: list | None = None) -> Recommendation:
+        request, warnings = self._build(history, top_n, beam_width, exclude_history, exclude, allow)
+        return self._finish(request, (await self.engine.submit_async(request)).items, warnings)

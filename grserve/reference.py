@@ -4,7 +4,10 @@ At every step it runs the model over the whole sequence (prompt + generated toke
 KV cache, no shared prompt, no batching tricks beyond stacking the equal-length beam rows. Each step
 takes the log-softmax over the *full* vocabulary and only then restricts to the trie's valid children,
 so an item's score is the sum of the log-probabilities of its 3 tokens under the unconstrained model.
-Ties are broken by the smaller code sequence, which makes the result deterministic."""
+Ties are broken by the smaller code sequence, which makes the result deterministic.
+
+Filters remove items (`exclude`, and everything outside `allow` when given); a prefix is a candidate only
+while some item under it survives, and surviving items are what a triple expands to."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,9 +27,13 @@ class ScoredItem:
 
 @torch.no_grad()
 def reference_beam_search(model, prompt: list[int], beam_width: int, top_n: int, trie: SIDTrie,
-                          vocab: GRVocab) -> list[ScoredItem]:
+                          vocab: GRVocab, exclude: set[int] = frozenset(),
+                          allow: set[int] | None = None) -> list[ScoredItem]:
     """Top-`top_n` items (expanded from the best `beam_width` SID triples) for one prompt."""
     device = next(model.parameters()).device
+    filtered = bool(exclude) or allow is not None
+    kept = (allow if allow is not None else set(trie.item_rows.tolist())) - set(exclude)
+    open_prefixes = {t[:n] for t in _triples_holding(trie, kept) for n in (1, 2, 3)} if filtered else None
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     for level in range(vocab.levels):
         rows = [prompt + [vocab.offset(l) + c for l, c in enumerate(prefix)] for prefix, _ in beams]
@@ -37,8 +44,21 @@ def reference_beam_search(model, prompt: list[int], beam_width: int, top_n: int,
         candidates = []
         for (prefix, score), lp in zip(beams, logprobs):
             for code in trie.children(prefix).tolist():
-                candidates.append((prefix + (code,), score + lp[vocab.offset(level) + code].item()))
+                if open_prefixes is None or prefix + (code,) in open_prefixes:
+                    candidates.append((prefix + (code,), score + lp[vocab.offset(level) + code].item()))
         candidates.sort(key=lambda c: (-c[1], c[0]))
         beams = candidates[:beam_width]
-    items = [ScoredItem(item, prefix, score) for prefix, score in beams for item in trie.items_of(*prefix)]
+    items = [ScoredItem(item, prefix, score) for prefix, score in beams for item in trie.items_of(*prefix)
+             if item in kept]
     return items[:top_n]
+
+
+def _triples_holding(trie: SIDTrie, items: set[int]) -> list[tuple[int, int, int]]:
+    """Every valid triple with at least one of `items`, found by walking the trie."""
+    out = []
+    for c0 in trie.first_codes.tolist():
+        for c1 in trie.children((c0,)).tolist():
+            for c2 in trie.children((c0, c1)).tolist():
+                if any(i in items for i in trie.items_of(c0, c1, c2)):
+                    out.append((c0, c1, c2))
+    return out

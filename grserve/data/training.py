@@ -143,6 +143,7 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     model.load_state_dict(best[1])
     model.eval()
     test = evaluate(recommender, split.test, cfg.eval_beam_width, progress=progress)
+    recommender.close()
     bundle.save(out_dir)
     report = {"dataset": dataset.describe(), "train_config": asdict(cfg), "best_epoch": best[2],
               "epochs": history, "test": round_metrics(test), "seconds": round(time.time() - started, 1)}

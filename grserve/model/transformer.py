@@ -2,11 +2,15 @@
 
 Parameter names equal the Hugging Face state-dict names, so checkpoints load without renaming. The forward
 takes explicit positions, an optional boolean mask and an optional per-layer KV cache, and returns the cache
-extended by the new tokens: enough for left-padded prefill and batched decode. Plain tensor code, readable top
+extended by the new tokens: enough for left-padded prefill and batched decode. Instead of a cache, `past` may
+be an `AttentionBackend` that keeps the KV itself and computes attention its own way (the separated KV cache
+with staged attention does); the model only hands it each layer's new q, k, v. Plain tensor code, readable top
 to bottom; it is also the oracle the faster attention paths are tested against.
 """
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +20,16 @@ from grserve.model.config import ModelConfig
 
 # One (keys, values) per layer, each [batch, num_kv_heads, seq, head_dim]; keys already rotated.
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@runtime_checkable
+class AttentionBackend(Protocol):
+    """Owns the KV of a forward's past and attends over it; passed as `past` in place of a KVCache."""
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store the new tokens' k, v [B, num_kv_heads, T, head_dim] (rotated, normed) for `layer`, and return the
+        attention output [B, num_heads, T, head_dim] of q [B, num_heads, T, head_dim] over past and new keys."""
+        ...
 
 
 class RMSNorm(nn.Module):
@@ -49,8 +63,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
+        self.layer = layer
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -66,7 +81,7 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                causal: bool, past: tuple[torch.Tensor, torch.Tensor] | None):
+                causal: bool, past: tuple[torch.Tensor, torch.Tensor] | AttentionBackend | None):
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -76,6 +91,10 @@ class Attention(nn.Module):
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
+        # hasattr is the Protocol's own structural test, without isinstance's microseconds per layer.
+        if hasattr(past, "attend"):
+            out = past.attend(self.layer, q, k, v)
+            return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), past
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
@@ -94,9 +113,9 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.self_attn = Attention(config)
+        self.self_attn = Attention(config, layer)
         self.mlp = MLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -114,11 +133,21 @@ class Decoder(nn.Module):
         super().__init__()
         self.config = config
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
-                past: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+                past: KVCache | AttentionBackend | None) -> tuple[torch.Tensor, KVCache | AttentionBackend]:
+        x = self.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
+        if isinstance(past, AttentionBackend):
+            # The backend knows which past keys each row may see; a mask here would be a second, unused truth.
+            if mask is not None:
+                raise ValueError("mask: must be None when past is an AttentionBackend")
+            for layer in self.layers:
+                x, _ = layer(x, cos, sin, None, False, past)
+            return self.norm(x), past
+
         T = input_ids.shape[1]
         if past is not None and len(past) != len(self.layers):
             raise ValueError(f"past: {len(past)} entries for {len(self.layers)} layers")
@@ -133,8 +162,6 @@ class Decoder(nn.Module):
         if mask is None and not causal:
             mask = torch.ones(T, S, dtype=torch.bool, device=input_ids.device).tril(past_len)
 
-        x = self.embed_tokens(input_ids)
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         cache = []
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, cos, sin, mask, causal, past[i] if past is not None else None)
@@ -148,7 +175,8 @@ class Transformer(nn.Module):
     input_ids, positions: [B, T]. mask: bool [B, 1, T, S], True where query t may attend key s, over all
     S = past_len + T keys; None means causal over the new tokens with full access to the past. past and the
     returned cache: one (k, v) per layer, [B, num_kv_heads, S, head_dim]; the returned one includes the new
-    tokens. Freshly built weights are PyTorch's default initialization; real ones come from `load_model`.
+    tokens. past may instead be an AttentionBackend (mask then None), which is returned as the cache. Freshly
+    built weights are PyTorch's default initialization; real ones come from `load_model`.
     """
 
     def __init__(self, config: ModelConfig):
@@ -164,7 +192,7 @@ class Transformer(nn.Module):
         input_ids: torch.Tensor,
         positions: torch.Tensor,
         mask: torch.Tensor | None = None,
-        past: KVCache | None = None,
-    ) -> tuple[torch.Tensor, KVCache]:
+        past: KVCache | AttentionBackend | None = None,
+    ) -> tuple[torch.Tensor, KVCache | AttentionBackend]:
         hidden, cache = self.model(input_ids, positions, mask, past)
         return self.lm_head(hidden).float(), cache

@@ -1,10 +1,9 @@
 """A minimal HTTP front end: POST /v1/recommend and GET /health over one Recommender.
 
-Compute runs on a worker thread, one request at a time, so the event loop never blocks on the model."""
+Requests go straight to the GREngine, which batches them on its own threads: the event loop only awaits
+futures and never blocks on the model."""
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 import uuid
 from dataclasses import asdict
@@ -28,6 +27,8 @@ class RecommendRequest(BaseModel):
     top_n: int = Field(10, ge=1, le=MAX_BEAM_WIDTH)
     beam_width: int = Field(64, ge=1, le=MAX_BEAM_WIDTH)
     exclude_history: bool = True
+    exclude: list[Union[int, str]] = Field(default_factory=list, max_length=MAX_HISTORY)
+    allow: list[Union[int, str]] | None = Field(None, max_length=1_000_000)
 
     @model_validator(mode="after")
     def top_n_within_beam(self) -> "RecommendRequest":
@@ -42,7 +43,6 @@ def error_body(message: str, param: str | None, code: int) -> dict:
 
 def create_app(recommender: Recommender, model_name: str) -> FastAPI:
     app = FastAPI(title="grserve", version="0.1.0")
-    lock = threading.Lock()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_, exc: RequestValidationError) -> JSONResponse:
@@ -58,12 +58,8 @@ def create_app(recommender: Recommender, model_name: str) -> FastAPI:
     async def recommend(req: RecommendRequest) -> dict:
         started = time.perf_counter()
 
-        def run():
-            with lock:
-                return recommender.recommend([str(h) for h in req.history], req.top_n, req.beam_width,
-                                             req.exclude_history)
-
-        result = await asyncio.to_thread(run)
+        result = await recommender.recommend_async(req.history, req.top_n, req.beam_width, req.exclude_history,
+                                                   req.exclude, req.allow)
         return {"id": f"rec-{uuid.uuid4().hex}", "model": model_name,
                 "items": [asdict(i) for i in result.items], "warnings": result.warnings,
                 "usage": {"prompt_tokens": result.prompt_tokens, "beam_width": req.beam_width},

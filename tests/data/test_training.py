@@ -40,7 +40,7 @@ def test_training_learns_the_successor(tmp_path):
     table = ItemTable(4, codes, ds.item_ids, ds.titles)
     cfg = TrainConfig(codebook_size=4, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                       num_kv_heads=2, max_history_items=8, epochs=12, batch_size=16, lr=5e-3,
-                      eval_beam_width=8)
+                      eval_beam_width=10)
     report = train(ds, cfg, tmp_path, progress=False, table=table)
     assert report["test"]["model"]["recall@5"] > 0.9
     assert report["test"]["popularity"]["recall@5"] < 0.5

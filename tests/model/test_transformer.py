@@ -168,3 +168,34 @@ def test_config_rejects_unsupported_rope_scaling():
     d["rope_parameters"] = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}
     with pytest.raises(ValueError, match="rope_type"):
         ModelConfig.from_hf_dict(d)
+
+
+class ConcatBackend:
+    """The model's own (k, v) cache path behind the AttentionBackend interface, recording the layers it serves."""
+
+    def __init__(self, past):
+        self.kv, self.layers = list(past), []
+
+    def attend(self, layer, q, k, v):
+        self.layers.append(layer)
+        k, v = torch.cat((self.kv[layer][0], k), dim=2), torch.cat((self.kv[layer][1], v), dim=2)
+        self.kv[layer] = (k, v)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_attention_backend_as_past_matches_kv_cache(architecture):
+    model = tiny_model(tiny_config(architecture))
+    ids, step = random_ids((2, 6)), random_ids((2, 1), seed=5)
+    with torch.no_grad():
+        _, cache = model(ids, torch.arange(6).expand(2, -1))
+        expected, expected_cache = model(step, torch.full((2, 1), 6), past=cache)
+        backend = ConcatBackend(cache)
+        logits, returned = model(step, torch.full((2, 1), 6), past=backend)
+        with pytest.raises(ValueError, match="mask"):
+            model(step, torch.full((2, 1), 7), torch.ones(2, 1, 1, 8, dtype=torch.bool), past=backend)
+    assert returned is backend and backend.layers == [0, 1]
+    torch.testing.assert_close(logits, expected, atol=1e-6, rtol=1e-6)
+    for (k, v), (k_ref, v_ref) in zip(backend.kv, expected_cache):
+        torch.testing.assert_close(k, k_ref)
+        torch.testing.assert_close(v, v_ref)

@@ -1,0 +1,67 @@
+"""Per-request item filters (exclude the history, an `exclude` list, an `allow` list) turned into trie
+nodes the beam may not enter.
+
+A node is closed to a request when no item under it survives the filters, so beams never spend width on
+a prefix that cannot yield an answer. Exclusions are few (a history, a block list): the nodes they empty
+are found by counting removed items per node. An allow list is the opposite: the nodes it keeps are the
+ancestors of its items. Either way only the touched nodes are computed, never a catalog-sized mask."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grserve.beam.candidates import CandidateTables
+
+
+@dataclass
+class NodeFilter:
+    allow: bool  # True: `nodes` are the only nodes open; False: `nodes` are closed
+    nodes: list[torch.Tensor]  # per selection level: level-1 nodes, level-2 nodes, leaves (sorted)
+    removed: set[int]  # items excluded explicitly (also removed when expanding leaves to items)
+    allowed: set[int] | None
+
+    def keeps(self, item: int) -> bool:
+        return item not in self.removed and (self.allowed is None or item in self.allowed)
+
+
+def _emptied(emptied_children: torch.Tensor, parent_of: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
+    """Parents all of whose children are emptied."""
+    parents, counts = torch.unique(parent_of[emptied_children], return_counts=True)
+    return parents[counts == degree[parents]]
+
+
+def build_filter(tables: CandidateTables, exclude: set[int], allow: set[int] | None) -> NodeFilter | None:
+    if allow is None and not exclude:
+        return None
+    leaf_of_item, parent_of = tables.leaf_of_item, tables.parent_of
+    if allow is not None:
+        items = torch.tensor(sorted(allow - exclude), dtype=torch.long)
+        leaves = torch.unique(leaf_of_item[items])
+        pairs = torch.unique(parent_of[2][leaves])
+        return NodeFilter(True, [torch.unique(parent_of[1][pairs]), pairs, leaves], set(exclude), set(allow))
+    items = torch.tensor(sorted(exclude), dtype=torch.long)
+    leaves, counts = torch.unique(leaf_of_item[items], return_counts=True)
+    per_leaf = tables.leaf_items_indptr[1:] - tables.leaf_items_indptr[:-1]
+    leaves = leaves[counts == per_leaf[leaves]]
+    pairs = _emptied(leaves, parent_of[2], tables.levels[2].degree)
+    firsts = _emptied(pairs, parent_of[1], tables.levels[1].degree)
+    return NodeFilter(False, [firsts, pairs, leaves], set(exclude), None)
+
+
+def open_children(filters: list[NodeFilter | None], request_of_row: torch.Tensor, children: torch.Tensor,
+                  level: int, num_nodes: int) -> torch.Tensor | None:
+    """Bool [rows, D]: whether each candidate child node is open to its row's request (None: all open)."""
+    if all(f is None for f in filters):
+        return None
+    key = request_of_row[:, None] * num_nodes + children
+    closed = [r * num_nodes + f.nodes[level] for r, f in enumerate(filters) if f is not None and not f.allow]
+    opened = [r * num_nodes + f.nodes[level] for r, f in enumerate(filters) if f is not None and f.allow]
+    ok = torch.ones_like(children, dtype=torch.bool)
+    if closed:
+        ok &= ~torch.isin(key, torch.cat(closed))
+    if opened:
+        allow_rows = torch.tensor([f is not None and f.allow for f in filters])[request_of_row]
+        ok &= ~allow_rows[:, None] | torch.isin(key, torch.cat(opened))
+    return ok
+

@@ -1,0 +1,28 @@
+"""Engine configuration: batch budgets and the switches that turn each xGR technique off for ablation."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class EngineConfig:
+    max_beam_width: int = 512
+    # A batch holds at most this many beam rows (requests x their padded beam width) ...
+    max_batch_rows: int = 2048
+    # ... and at most this many prompt tokens (requests x their padded prompt length).
+    max_batch_prompt_tokens: int = 32768
+    max_batch_requests: int = 64
+    # Ablation switches: each one on is an xGR technique; off is what a generic LLM server does.
+    separated_kv: bool = True  # off: the prompt KV is expanded to every beam row
+    early_topk: bool = True  # off: one full top-k over all W x k candidates
+    trie_candidates: bool = True  # off: a dense vocabulary mask per beam row
+    overlap: bool = True  # off: the next batch is prepared only after the current one finishes
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("max_beam_width", "max_batch_rows", "max_batch_prompt_tokens", "max_batch_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_batch_rows < self.max_beam_width:
+            raise ValueError(f"max_batch_rows ({self.max_batch_rows}) must hold one request of "
+                             f"max_beam_width ({self.max_beam_width})")

@@ -1,0 +1,104 @@
+"""GREngine: the GR serving engine behind the CLI, the evaluator and the HTTP server.
+
+Requests are accepted from any thread (`submit` returns a Future; `submit_async` awaits it). A step
+thread runs batches to completion (fixed step); with overlap on, a second thread forms and prepares the
+next batch while the current one computes (torch releases the GIL inside its kernels), handing it over
+through a one-slot queue so at most one prepared batch waits."""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+
+from grserve.bundle import GRBundle
+from grserve.engine.config import EngineConfig
+from grserve.engine.model_runner import GRModelRunner, PreparedBatch
+from grserve.engine.request import GRRequest, GRResult
+from grserve.engine.scheduler import FixedStepScheduler
+
+
+class GREngine:
+    def __init__(self, bundle: GRBundle, config: EngineConfig | None = None):
+        self.bundle = bundle
+        self.config = config or EngineConfig()
+        self.scheduler = FixedStepScheduler(self.config)
+        self.runner = GRModelRunner(bundle, self.config)
+        self._prepared: queue.Queue[PreparedBatch] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._step_loop, name="gr-step", daemon=True)]
+        if self.config.overlap:
+            self._threads.append(threading.Thread(target=self._prepare_loop, name="gr-prepare", daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def validate(self, request: GRRequest) -> None:
+        if not 1 <= request.beam_width <= self.config.max_beam_width:
+            raise ValueError(f"beam_width must be in [1, {self.config.max_beam_width}], got {request.beam_width}")
+        if not 1 <= request.top_n <= request.beam_width:
+            raise ValueError(f"top_n must be in [1, beam_width={request.beam_width}], got {request.top_n}")
+        if not request.prompt:
+            raise ValueError("prompt must hold at least the <bos> token")
+        if len(request.prompt) > self.config.max_batch_prompt_tokens:
+            raise ValueError(f"prompt of {len(request.prompt)} tokens exceeds max_batch_prompt_tokens")
+
+    def submit(self, request: GRRequest):
+        self.validate(request)
+        if self._stop.is_set():
+            raise RuntimeError("engine is shut down")
+        self.scheduler.add(request)
+        return request.future
+
+    async def submit_async(self, request: GRRequest) -> GRResult:
+        return await asyncio.wrap_future(self.submit(request))
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def _next_batch(self) -> PreparedBatch | None:
+        requests = self.scheduler.schedule(timeout=0.1)
+        return self.runner.prepare(requests) if requests else None
+
+    def _prepare_loop(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            while batch is not None and not self._stop.is_set():
+                try:
+                    self._prepared.put(batch, timeout=0.1)
+                    batch = None
+                except queue.Full:
+                    continue
+
+    def _step_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.config.overlap:
+                try:
+                    batch = self._prepared.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+            else:
+                batch = self._next_batch()
+                if batch is None:
+                    continue
+            self._step(batch)
+
+    def _step(self, batch: PreparedBatch) -> None:
+        started = time.perf_counter()
+        try:
+            beams = self.runner.run(batch)
+        except Exception as e:  # a failed batch fails its requests, never the engine
+            for r in batch.requests:
+                r.future.set_exception(e)
+            return
+        compute_ms = 1000 * (time.perf_counter() - started)
+        tables = self.runner.tables
+        for r, f, leaves, scores in zip(batch.requests, batch.filters, beams.leaves, beams.scores):
+            items = []
+            for leaf, score in zip(leaves, scores):
+                sid = tuple(int(c) for c in self.bundle.table.codes[tables.items_of_leaf(leaf)[0]])
+                items.extend((i, score, sid) for i in tables.items_of_leaf(leaf) if f is None or f.keeps(i))
+                if len(items) >= r.top_n:
+                    break
+            r.future.set_result(GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms))

@@ -1,0 +1,138 @@
+"""Tensors in, beams out: the only engine file that touches the model and the device.
+
+`prepare` is host work (padding prompts, masks, filters) and may run on another thread while the
+previous batch computes. `run` does the whole fixed step: prefill, then per level gather the logits at
+the trie children of each beam, select the next beams, and decode them against the KV cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from grserve.beam.candidates import CandidateTables
+from grserve.beam.filters import NodeFilter, build_filter, open_children
+from grserve.beam.topk import early_topk, full_topk, per_beam_topk
+from grserve.bundle import GRBundle
+from grserve.engine.config import EngineConfig
+from grserve.engine.request import GRRequest
+from grserve.items.vocab import PAD
+from grserve.kv.expanded_kv import ExpandedKVCache
+from grserve.kv.separated_kv import SeparatedKVCache
+
+
+@dataclass
+class PreparedBatch:
+    requests: list[GRRequest]
+    ids: torch.Tensor  # [R, P] left-padded prompts
+    positions: torch.Tensor
+    valid: torch.Tensor  # [R, P] bool
+    mask: torch.Tensor  # [R, 1, P, P] bool
+    lengths: torch.Tensor  # [R]
+    widths: torch.Tensor  # [R] beam width per request
+    filters: list[NodeFilter | None]
+
+    @property
+    def width(self) -> int:
+        return int(self.widths.max())
+
+
+@dataclass
+class BatchBeams:
+    """Final beams of each request: leaves (trie leaf indices) and scores, best first."""
+
+    leaves: list[list[int]]
+    scores: list[list[float]]
+
+
+class GRModelRunner:
+    def __init__(self, bundle: GRBundle, config: EngineConfig):
+        self.bundle, self.config = bundle, config
+        self.device = torch.device(config.device)
+        self.tables = CandidateTables.build(bundle.trie, bundle.vocab)  # built once, reused by every batch
+        mc = bundle.model.config
+        if config.separated_kv:  # the unshared buffer is allocated here once and reused by every batch
+            self.kv = SeparatedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, mc.head_dim,
+                                       config.max_batch_rows, dtype=next(bundle.model.parameters()).dtype,
+                                       device=self.device)
+        else:
+            self.kv = ExpandedKVCache(mc.num_hidden_layers, config.max_batch_rows)
+
+    def prepare(self, requests: list[GRRequest]) -> PreparedBatch:
+        R, P = len(requests), max(len(r.prompt) for r in requests)
+        ids = torch.full((R, P), PAD, dtype=torch.long)
+        valid = torch.zeros(R, P, dtype=torch.bool)
+        for i, r in enumerate(requests):
+            ids[i, P - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
+            valid[i, P - len(r.prompt):] = True
+        mask = torch.ones(P, P, dtype=torch.bool).tril() & valid[:, None, :]
+        filters = [build_filter(self.tables, r.exclude, r.allow) for r in requests]
+        return PreparedBatch(requests, ids, (valid.cumsum(1) - 1).clamp(min=0), valid, mask[:, None],
+                             valid.sum(1), torch.tensor([r.beam_width for r in requests]), filters)
+
+    def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
+
+    @torch.no_grad()
+    def run(self, batch: PreparedBatch) -> BatchBeams:
+        dev, model, vocab = self.device, self.bundle.model, self.bundle.vocab
+        R, W = len(batch.requests), batch.width
+        logits, shared = model(batch.ids.to(dev), batch.positions.to(dev), batch.mask.to(dev))
+        logprobs = self._logprobs(logits)
+        nodes = torch.zeros(R, dtype=torch.long)
+        scores = torch.zeros(R)
+        request_of_row = torch.arange(R)
+        tokens = None
+        for level in range(vocab.levels):
+            if level == 1:
+                self.kv.begin(shared, batch.valid.to(dev), W)
+            if level > 0:
+                pos = (batch.lengths[request_of_row] + level - 1)[:, None]
+                logits, _ = model(tokens[:, None].to(dev), pos.to(dev), past=self.kv)
+                logprobs = self._logprobs(logits)
+            parent, slot, scores = self._select(batch, level, logprobs, nodes, scores, request_of_row, W)
+            table = self.tables.levels[level]
+            tokens = table.tokens[nodes[parent], slot]
+            nodes = torch.where(torch.isfinite(scores), table.base[nodes[parent]] + slot, 0)
+            request_of_row = torch.arange(R).repeat_interleave(W)
+            if level == 1:
+                self.kv.reorder(parent.to(dev))
+        live = torch.isfinite(scores).view(R, W)
+        return BatchBeams([nodes.view(R, W)[r][live[r]].tolist() for r in range(R)],
+                          [scores.view(R, W)[r][live[r]].tolist() for r in range(R)])
+
+    def _select(self, batch, level, logprobs, nodes, scores, request_of_row, W):
+        """Best W children per request → (parent row, child slot, score) for R*W new rows, request-major;
+        rows past a request's own width (or its supply of candidates) score -inf."""
+        table = self.tables.levels[level]
+        D = table.max_degree
+        children = table.base[nodes][:, None] + torch.arange(D)
+        ok = table.valid[nodes] & torch.isfinite(scores)[:, None]
+        opened = open_children(batch.filters, request_of_row, children, level, self.tables.num_nodes(level))
+        if opened is not None:
+            ok &= opened
+        if self.config.trie_candidates:
+            cand = (scores[:, None] + logprobs.gather(1, table.tokens[nodes])).masked_fill(~ok, float("-inf"))
+            values, slots = per_beam_topk(cand, W)
+        else:
+            # Ablation: mask the whole vocabulary row, top-k over it, then find each token's child slot.
+            dense = torch.full_like(logprobs, float("-inf"))
+            # Closed slots all write -inf to token 0 (<pad>, never a child), so only open children are 0.
+            dense.scatter_(1, torch.where(ok, table.tokens[nodes], PAD),
+                           torch.zeros(ok.shape).masked_fill(~ok, float("-inf")))
+            values, top_tokens = per_beam_topk(scores[:, None] + logprobs + dense, W)
+            slots = torch.searchsorted(table.tokens[nodes], top_tokens).clamp(max=D - 1)
+        rows, k = values.shape
+        per_request = rows // len(batch.requests)
+        select = early_topk if self.config.early_topk else full_topk
+        best, beam, column = select(values.view(-1, per_request, k), W)
+        if best.shape[1] < W:  # fewer candidates than beams: pad with dead rows
+            pad = W - best.shape[1]
+            best = torch.cat([best, best.new_full((best.shape[0], pad), float("-inf"))], 1)
+            beam, column = (torch.cat([t, t.new_zeros((t.shape[0], pad))], 1) for t in (beam, column))
+        best = best.masked_fill(torch.arange(W)[None] >= batch.widths[:, None], float("-inf"))
+        if level < self.bundle.vocab.levels - 1:
+            # New beams grouped by parent, so the KV reorder gathers rows in order.
+            order = beam.argsort(dim=1, stable=True)
+            best, beam, column = (t.gather(1, order) for t in (best, beam, column))
+        parent = (torch.arange(len(batch.requests))[:, None] * per_request + beam).reshape(-1)
+        return parent, slots[parent, column.reshape(-1)], best.reshape(-1)

@@ -1,0 +1,28 @@
+"""Batch formation under the beam-row and prompt-token budgets, worked by hand."""
+from grserve.engine.config import EngineConfig
+from grserve.engine.request import GRRequest
+from grserve.engine.scheduler import FixedStepScheduler
+
+
+def req(width, length):
+    return GRRequest([1] * length, width, 1)
+
+
+def test_budgets_by_hand():
+    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=128, max_batch_prompt_tokens=300))
+    for r in [req(32, 10), req(32, 50), req(64, 10), req(8, 200), req(8, 10)]:
+        s.add(r)
+    # 32+32 rows fit; the 64-wide third makes 3 x 64 = 192 > 128 rows
+    assert [r.beam_width for r in s.schedule()] == [32, 32]
+    # 64 then 8 (2 x 64 = 128 rows) but 2 x 200 = 400 prompt tokens > 300
+    assert [r.beam_width for r in s.schedule()] == [64]
+    # padding to the longest prompt: 2 x 200 = 400 prompt tokens > 300
+    assert [len(r.prompt) for r in s.schedule()] == [200]
+    assert [len(r.prompt) for r in s.schedule()] == [10]
+    assert s.schedule(timeout=0.01) == []
+
+
+def test_a_lone_request_always_fits():
+    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=64, max_batch_prompt_tokens=16))
+    s.add(req(64, 100))
+    assert len(s.schedule()) == 1
