@@ -39,6 +39,8 @@ class GREngine:
             raise ValueError(f"top_n must be in [1, beam_width={request.beam_width}], got {request.top_n}")
         if not request.prompt:
             raise ValueError("prompt must hold at least the <bos> token")
+        if min(request.prompt) < 0 or max(request.prompt) >= self.bundle.vocab.size:
+            raise ValueError(f"prompt tokens must lie in [0, {self.bundle.vocab.size})")
         if len(request.prompt) > self.config.max_batch_prompt_tokens:
             raise ValueError(f"prompt of {len(request.prompt)} tokens exceeds max_batch_prompt_tokens")
 

@@ -76,7 +76,8 @@ def test_rejects_invalid_requests(tiny_bundle):
     engine = GREngine(tiny_bundle, EngineConfig(max_beam_width=16, max_batch_rows=32))
     try:
         for bad, field in [(GRRequest([1], 17, 1), "beam_width"), (GRRequest([1], 8, 9), "top_n"),
-                           (GRRequest([1], 0, 1), "beam_width"), (GRRequest([], 4, 1), "prompt")]:
+                           (GRRequest([1], 0, 1), "beam_width"), (GRRequest([], 4, 1), "prompt"),
+                           (GRRequest([1, tiny_bundle.vocab.size], 4, 1), "prompt")]:
             with pytest.raises(ValueError, match=field):
                 engine.submit(bad)
     finally:
@@ -93,5 +94,20 @@ def test_extremes_equal_reference(width, prompt_len):
                        min(width, 50))]
     try:
         assert_matches_reference(bundle, engine, cases)
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("separated,expected", [(True, lambda p, w: p + 2 * w), (False, lambda p, w: w * (p + 2))])
+def test_kv_accounting_prompt_once_plus_two_tokens_per_beam(separated, expected):
+    """From the engine's own accounting: a request with prompt P and beam W holds P + 2W tokens of KV per
+    layer with the separated cache (the HF-style expanded cache: W(P + 2))."""
+    bundle = make_bundle(num_items=400, codebook_size=8, seed=5)
+    engine = GREngine(bundle, EngineConfig(max_beam_width=64, max_batch_rows=64, separated_kv=separated))
+    prompt = [1] + [3 + i % (bundle.vocab.size - 3) for i in range(3 * 40)]
+    try:
+        engine.submit(GRRequest(prompt, 64, 5)).result(timeout=60)
+        tokens = engine.runner.kv.kv_tokens()
+        assert tokens["shared"] + tokens["unshared"] == expected(len(prompt), 64)
     finally:
         engine.shutdown()
