@@ -14,13 +14,10 @@ def _bundle(args):
 
 
 def cmd_serve(args) -> None:
-    import uvicorn
-
-    from grserve.recommender import Recommender
-    from grserve.server.app import create_app
-    bundle = _bundle(args)
-    name = Path(args.model).name if args.model else "grserve-default-ml-100k"
-    uvicorn.run(create_app(Recommender(bundle), name), host=args.host, port=args.port, log_level="info")
+    from grserve.server.config import ServerConfig
+    from grserve.server.serve import run_server
+    overrides = {f.name: getattr(args, f.name, None) for f in fields(ServerConfig)}
+    run_server(ServerConfig.load(args.config, **overrides))
 
 
 def _ids(text: str | None) -> list[str] | None:
@@ -102,9 +99,16 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--device", default="cpu")
         return p
 
-    p = with_model(sub.add_parser("serve", help="serve a GR model over HTTP"))
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p = sub.add_parser("serve", help="serve a GR model over HTTP")
+    p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+    from grserve.server.config import ServerConfig
+    for f in fields(ServerConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",):
+            p.add_argument(flag, action="store_true", default=None)
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            p.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
     p.set_defaults(func=cmd_serve)
 
     p = with_model(sub.add_parser("recommend", help="top-N items for one history"))

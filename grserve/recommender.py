@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from grserve.bundle import GRBundle
 from grserve.engine.config import EngineConfig
 from grserve.engine.gr_engine import GREngine
-from grserve.engine.request import GRRequest
+from grserve.engine.request import GRRequest, GRResult, InvalidRequest
 from grserve.reference import reference_beam_search
 
 
@@ -29,9 +29,12 @@ class Recommendation:
 
 
 class Recommender:
-    def __init__(self, bundle: GRBundle, config: EngineConfig | None = None):
+    def __init__(self, bundle: GRBundle, config: EngineConfig | None = None, history_overflow: str = "truncate"):
+        if history_overflow not in ("truncate", "reject"):
+            raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {history_overflow!r}")
         self.bundle = bundle
         self.engine = GREngine(bundle, config)
+        self.history_overflow = history_overflow
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -60,14 +63,19 @@ class Recommender:
         return [r for r in rows if r is not None]
 
     def _build(self, history: list, top_n: int, beam_width: int, exclude_history: bool,
-               exclude: list | None, allow: list | None) -> tuple[GRRequest, list[str]]:
+               exclude: list | None, allow: list | None,
+               deadline: float | None = None) -> tuple[GRRequest, list[str]]:
         warnings: list[str] = []
         rows = self._rows(history, "history", warnings)
         exclude_rows = set(self._rows(exclude or [], "exclude", warnings))
         allow_rows = set(self._rows(allow, "allow", warnings)) if allow is not None else None
-        if len(rows) > self.bundle.settings.max_history_items:
-            warnings.append(f"history truncated to its newest {self.bundle.settings.max_history_items} items")
+        limit = self.bundle.settings.max_history_items
+        if len(rows) > limit:
+            if self.history_overflow == "reject":
+                raise InvalidRequest("history", f"{len(rows)} known items exceed the model's context of {limit}")
+            warnings.append(f"history truncated to its newest {limit} items")
         request = self.request(rows, top_n, beam_width, exclude_history, exclude_rows, allow_rows)
+        request.deadline = deadline
         self.engine.validate(request)
         return request, warnings
 
@@ -93,6 +101,8 @@ class Recommender:
 
     async def recommend_async(self, history: list, top_n: int = 10, beam_width: int = 64,
                               exclude_history: bool = True, exclude: list | None = None,
-                              allow: list | None = None) -> Recommendation:
-        request, warnings = self._build(history, top_n, beam_width, exclude_history, exclude, allow)
-        return self._finish(request, (await self.engine.submit_async(request)).items, warnings)
+                              allow: list | None = None,
+                              deadline: float | None = None) -> tuple[Recommendation, GRResult]:
+        request, warnings = self._build(history, top_n, beam_width, exclude_history, exclude, allow, deadline)
+        result = await self.engine.submit_async(request)
+        return self._finish(request, result.items, warnings), result

@@ -12,6 +12,9 @@ class EngineConfig:
     # ... and at most this many prompt tokens (requests x their padded prompt length).
     max_batch_prompt_tokens: int = 32768
     max_batch_requests: int = 64
+    # Admission: beyond this many waiting requests, or waiting beam rows, submit raises EngineOverloaded.
+    max_queue_requests: int = 1024
+    max_queue_rows: int = 131072
     # Ablation switches: each one on is an xGR technique; off is what a generic LLM server does.
     separated_kv: bool = True  # off: the prompt KV is expanded to every beam row
     early_topk: bool = True  # off: one full top-k over all W x k candidates
@@ -20,7 +23,8 @@ class EngineConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("max_beam_width", "max_batch_rows", "max_batch_prompt_tokens", "max_batch_requests"):
+        for name in ("max_beam_width", "max_batch_rows", "max_batch_prompt_tokens", "max_batch_requests",
+                     "max_queue_requests", "max_queue_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_batch_rows < self.max_beam_width:

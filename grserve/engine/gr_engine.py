@@ -10,11 +10,12 @@ import asyncio
 import queue
 import threading
 import time
+from typing import Callable
 
 from grserve.bundle import GRBundle
 from grserve.engine.config import EngineConfig
-from grserve.engine.model_runner import GRModelRunner, PreparedBatch
-from grserve.engine.request import GRRequest, GRResult
+from grserve.engine.model_runner import BatchBeams, GRModelRunner, PreparedBatch
+from grserve.engine.request import GRRequest, GRResult, InvalidRequest
 from grserve.engine.scheduler import FixedStepScheduler
 
 
@@ -26,6 +27,9 @@ class GREngine:
         self.runner = GRModelRunner(bundle, self.config)
         self._prepared: queue.Queue[PreparedBatch] = queue.Queue(maxsize=1)
         self._stop = threading.Event()
+        # Called on the step thread after every batch (metrics); must be quick and must not raise.
+        self.step_hooks: list[Callable[[PreparedBatch, BatchBeams], None]] = []
+        self.running_requests = self.running_rows = 0
         self._threads = [threading.Thread(target=self._step_loop, name="gr-step", daemon=True)]
         if self.config.overlap:
             self._threads.append(threading.Thread(target=self._prepare_loop, name="gr-prepare", daemon=True))
@@ -34,15 +38,15 @@ class GREngine:
 
     def validate(self, request: GRRequest) -> None:
         if not 1 <= request.beam_width <= self.config.max_beam_width:
-            raise ValueError(f"beam_width must be in [1, {self.config.max_beam_width}], got {request.beam_width}")
+            raise InvalidRequest("beam_width", f"must be in [1, {self.config.max_beam_width}], got {request.beam_width}")
         if not 1 <= request.top_n <= request.beam_width:
-            raise ValueError(f"top_n must be in [1, beam_width={request.beam_width}], got {request.top_n}")
+            raise InvalidRequest("top_n", f"must be in [1, beam_width={request.beam_width}], got {request.top_n}")
         if not request.prompt:
-            raise ValueError("prompt must hold at least the <bos> token")
+            raise InvalidRequest("prompt", "must hold at least the <bos> token")
         if min(request.prompt) < 0 or max(request.prompt) >= self.bundle.vocab.size:
-            raise ValueError(f"prompt tokens must lie in [0, {self.bundle.vocab.size})")
+            raise InvalidRequest("prompt", f"tokens must lie in [0, {self.bundle.vocab.size})")
         if len(request.prompt) > self.config.max_batch_prompt_tokens:
-            raise ValueError(f"prompt of {len(request.prompt)} tokens exceeds max_batch_prompt_tokens")
+            raise InvalidRequest("prompt", f"{len(request.prompt)} tokens exceed max_batch_prompt_tokens")
 
     def submit(self, request: GRRequest):
         self.validate(request)
@@ -52,7 +56,18 @@ class GREngine:
         return request.future
 
     async def submit_async(self, request: GRRequest) -> GRResult:
-        return await asyncio.wrap_future(self.submit(request))
+        """Awaits the result; if the awaiting task is cancelled (client gone, deadline hit) while the
+        request still waits, it is cancelled in the engine too and never starts."""
+        future = self.submit(request)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+
+    @property
+    def waiting_requests(self) -> int:
+        return len(self.scheduler)
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -88,13 +103,18 @@ class GREngine:
 
     def _step(self, batch: PreparedBatch) -> None:
         started = time.perf_counter()
+        self.running_requests, self.running_rows = len(batch.requests), len(batch.requests) * batch.width
         try:
             beams = self.runner.run(batch)
         except Exception as e:  # a failed batch fails its requests, never the engine
             for r in batch.requests:
                 r.future.set_exception(e)
             return
+        finally:
+            self.running_requests = self.running_rows = 0
         compute_ms = 1000 * (time.perf_counter() - started)
+        for hook in self.step_hooks:
+            hook(batch, beams)
         tables = self.runner.tables
         for r, f, leaves, scores in zip(batch.requests, batch.filters, beams.leaves, beams.scores):
             items = []
@@ -103,4 +123,5 @@ class GREngine:
                 items.extend((i, score, sid) for i in tables.items_of_leaf(leaf) if f is None or f.keeps(i))
                 if len(items) >= r.top_n:
                     break
-            r.future.set_result(GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms))
+            r.future.set_result(GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms,
+                                         1000 * beams.prefill_s, 1000 * beams.decode_s, 1000 * beams.select_s))

@@ -5,6 +5,7 @@ previous batch computes. `run` does the whole fixed step: prefill, then per leve
 the trie children of each beam, select the next beams, and decode them against the KV cache."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,15 @@ class PreparedBatch:
 
 @dataclass
 class BatchBeams:
-    """Final beams of each request: leaves (trie leaf indices) and scores, best first."""
+    """Final beams of each request: leaves (trie leaf indices) and scores, best first; and where the
+    step's time went."""
 
     leaves: list[list[int]]
     scores: list[list[float]]
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    select_s: float = 0.0
+    kv_bytes: int = 0
 
 
 class GRModelRunner:
@@ -76,8 +82,10 @@ class GRModelRunner:
     def run(self, batch: PreparedBatch) -> BatchBeams:
         dev, model, vocab = self.device, self.bundle.model, self.bundle.vocab
         R, W = len(batch.requests), batch.width
+        clock = time.perf_counter()
         logits, shared = model(batch.ids.to(dev), batch.positions.to(dev), batch.mask.to(dev))
         logprobs = self._logprobs(logits)
+        spent = {"prefill": time.perf_counter() - clock, "decode": 0.0, "select": 0.0}
         nodes = torch.zeros(R, dtype=torch.long)
         scores = torch.zeros(R)
         request_of_row = torch.arange(R)
@@ -86,9 +94,12 @@ class GRModelRunner:
             if level == 1:
                 self.kv.begin(shared, batch.valid.to(dev), W)
             if level > 0:
+                clock = time.perf_counter()
                 pos = (batch.lengths[request_of_row] + level - 1)[:, None]
                 logits, _ = model(tokens[:, None].to(dev), pos.to(dev), past=self.kv)
                 logprobs = self._logprobs(logits)
+                spent["decode"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             parent, slot, scores = self._select(batch, level, logprobs, nodes, scores, request_of_row, W)
             table = self.tables.levels[level]
             tokens = table.tokens[nodes[parent], slot]
@@ -96,9 +107,11 @@ class GRModelRunner:
             request_of_row = torch.arange(R).repeat_interleave(W)
             if level == 1:
                 self.kv.reorder(parent.to(dev))
+            spent["select"] += time.perf_counter() - clock
         live = torch.isfinite(scores).view(R, W)
         return BatchBeams([nodes.view(R, W)[r][live[r]].tolist() for r in range(R)],
-                          [scores.view(R, W)[r][live[r]].tolist() for r in range(R)])
+                          [scores.view(R, W)[r][live[r]].tolist() for r in range(R)],
+                          spent["prefill"], spent["decode"], spent["select"], sum(self.kv.kv_bytes().values()))
 
     def _select(self, batch, level, logprobs, nodes, scores, request_of_row, W):
         """Best W children per request → (parent row, child slot, score) for R*W new rows, request-major;

@@ -9,6 +9,22 @@ from dataclasses import dataclass, field
 _ids = itertools.count()
 
 
+class InvalidRequest(ValueError):
+    """A request field is out of bounds; `param` names the field (as the HTTP API spells it)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before the engine could start it."""
+
+
+class EngineOverloaded(Exception):
+    """The admission queue is full (by requests or by beam rows); the caller should retry later."""
+
+
 @dataclass
 class GRRequest:
     prompt: list[int]
@@ -16,9 +32,13 @@ class GRRequest:
     top_n: int
     exclude: set[int] = field(default_factory=set)  # item rows never returned (history included)
     allow: set[int] | None = None  # when given, only these item rows may be returned
+    deadline: float | None = None  # time.perf_counter() by which it must start, or None
     request_id: int = field(default_factory=lambda: next(_ids))
     arrival: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future, repr=False)
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now > self.deadline
 
 
 @dataclass
@@ -26,3 +46,6 @@ class GRResult:
     items: list[tuple[int, float, tuple[int, int, int]]]  # (item row, score, SID), best first
     queue_ms: float
     compute_ms: float
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    select_ms: float = 0.0

@@ -1,68 +1,196 @@
-"""A minimal HTTP front end: POST /v1/recommend and GET /health over one Recommender.
+"""The HTTP server: FastAPI routes over one Recommender (and its GREngine), with admission control.
 
-Requests go straight to the GREngine, which batches them on its own threads: the event loop only awaits
-futures and never blocks on the model."""
+The event loop only validates, submits and awaits: compute runs on the engine's threads. Every API
+answer that is not a 200 is a JSON error body naming the field or the reason; overload is a 429 with
+Retry-After, a missed deadline a 504, a draining or loading server a 503."""
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import threading
 import time
 import uuid
-from dataclasses import asdict
-from typing import Union
+from dataclasses import dataclass, field
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
+from grserve.bundle import GRBundle
+from grserve.engine.request import DeadlineExceeded, EngineOverloaded, InvalidRequest
 from grserve.recommender import Recommender
+from grserve.server.config import ServerConfig
+from grserve.server.gate import Gate
+from grserve.server.metrics import ServerMetrics
+from grserve.server.protocol import (BatchRecommendRequest, ErrorResponse, RecommendRequest, RecommendResponse,
+                                     error_body)
 
-MAX_BEAM_WIDTH = 512
-MAX_HISTORY = 10_000
-
-
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    history: list[Union[int, str]] = Field(default_factory=list, max_length=MAX_HISTORY)
-    top_n: int = Field(10, ge=1, le=MAX_BEAM_WIDTH)
-    beam_width: int = Field(64, ge=1, le=MAX_BEAM_WIDTH)
-    exclude_history: bool = True
-    exclude: list[Union[int, str]] = Field(default_factory=list, max_length=MAX_HISTORY)
-    allow: list[Union[int, str]] | None = Field(None, max_length=1_000_000)
-
-    @model_validator(mode="after")
-    def top_n_within_beam(self) -> "RecommendRequest":
-        if self.top_n > self.beam_width:
-            raise ValueError(f"top_n ({self.top_n}) must not exceed beam_width ({self.beam_width})")
-        return self
+log = logging.getLogger("grserve.requests")
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 429, 503, 504)}
 
 
-def error_body(message: str, param: str | None, code: int) -> dict:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind, self.headers = status, message, param, kind, headers
+
+    def body(self) -> dict:
+        return error_body(self.status, self.message, self.param, self.kind)
 
 
-def create_app(recommender: Recommender, model_name: str) -> FastAPI:
-    app = FastAPI(title="grserve", version="0.1.0")
+@dataclass
+class ServerState:
+    config: ServerConfig
+    model_name: str
+    recommender: Recommender | None = None
+    metrics: ServerMetrics = field(default_factory=ServerMetrics)
+    draining: bool = False
+    inflight: int = 0
+    load_error: str | None = None
+
+    def ready(self) -> Recommender:
+        if self.recommender is None:
+            raise ApiError(503, self.load_error or "model is loading", kind="unavailable")
+        return self.recommender
+
+    def attach(self, recommender: Recommender) -> None:
+        self.metrics.attach(recommender.engine)
+        self.recommender = recommender
+
+
+def model_name(config: ServerConfig) -> str:
+    return config.model.rstrip("/").split("/")[-1] if config.model else "grserve-default-ml-100k"
+
+
+def load_recommender(config: ServerConfig) -> Recommender:
+    return Recommender(GRBundle.load(config.model, device=config.device), config.engine_config(),
+                       config.history_overflow)
+
+
+async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") -> dict:
+    rec, cfg = state.ready(), state.config
+    if req.beam_width > cfg.max_beam_width:
+        raise ApiError(400, f"{prefix}beam_width: {req.beam_width} exceeds the server's maximum of "
+                            f"{cfg.max_beam_width}", prefix + "beam_width")
+    timeout_ms = req.timeout_ms or cfg.default_timeout_ms
+    if timeout_ms > cfg.max_timeout_ms:
+        raise ApiError(400, f"{prefix}timeout_ms: {timeout_ms} exceeds {cfg.max_timeout_ms}", prefix + "timeout_ms")
+    started = time.perf_counter()
+    try:
+        out, result = await asyncio.wait_for(
+            rec.recommend_async(req.history, req.top_n, req.beam_width, req.exclude_history, req.exclude, req.allow,
+                                deadline=started + timeout_ms / 1000), timeout_ms / 1000)
+    except InvalidRequest as e:
+        raise ApiError(400, prefix + str(e), prefix + e.param)
+    except EngineOverloaded as e:
+        state.metrics.rejected.labels(reason="queue_full").inc()
+        raise ApiError(429, f"server overloaded: {e}", kind="rate_limit_error", headers={"Retry-After": "1"})
+    except (DeadlineExceeded, asyncio.TimeoutError):
+        state.metrics.timed_out.inc()
+        raise ApiError(504, f"deadline of {timeout_ms} ms passed before the answer was ready", "timeout_ms",
+                       kind="timeout_error")
+    total = time.perf_counter() - started
+    state.metrics.on_result(result, total)
+    body = {"id": req.request_id or f"rec-{uuid.uuid4().hex}", "model": state.model_name,
+            "items": [vars(i) for i in out.items], "warnings": out.warnings,
+            "usage": {"prompt_tokens": out.prompt_tokens, "beam_width": req.beam_width},
+            "timing_ms": {"queue": round(result.queue_ms, 3), "compute": round(result.compute_ms, 3),
+                          "total": round(1000 * total, 3)}}
+    if cfg.log_requests:
+        log.info(json.dumps({"event": "recommend", "id": body["id"], "items": len(out.items),
+                             "beam_width": req.beam_width, "prompt_tokens": out.prompt_tokens, **body["timing_ms"]}))
+    return body
+
+
+def create_app(config: ServerConfig, recommender: Recommender | None = None) -> FastAPI:
+    """With `recommender` the app serves at once; without, it loads the model on a thread at start-up
+    and answers 503 until it is ready."""
+    state = ServerState(config, model_name(config))
+    if recommender is not None:
+        state.attach(recommender)
+
+    def load() -> None:
+        try:
+            state.attach(load_recommender(config))
+        except Exception as e:  # a broken model directory is reported by /health, not a crash loop
+            state.load_error = f"model failed to load: {e}"
+
+    async def lifespan(_app):
+        if state.recommender is None:
+            threading.Thread(target=load, name="grserve-load", daemon=True).start()
+        yield
+        if state.recommender is not None:
+            state.recommender.close()
+
+    app = FastAPI(title="grserve", version="0.1.0", lifespan=lifespan,
+                  description="Generative recommendation serving: SID beam search over a catalog trie.")
+    app.state.grserve = state
+    app.add_middleware(Gate, state=state)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, e: ApiError) -> JSONResponse:
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-        return JSONResponse(error_body(f"{param or 'body'}: {first['msg']}", param, 400), status_code=400)
+        return JSONResponse(error_body(400, f"{param or 'body'}: {first['msg']}", param), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logging.getLogger("grserve").exception("unexpected error")
+        return JSONResponse(error_body(500, f"internal error: {type(exc).__name__}", kind="internal_error"),
+                            status_code=500)
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": model_name}
+    async def health() -> JSONResponse:
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if state.recommender is None:
+            return JSONResponse({"status": "error" if state.load_error else "loading",
+                                 "detail": state.load_error}, status_code=503)
+        return JSONResponse({"status": "ok", "model": state.model_name})
 
-    @app.post("/v1/recommend")
+    @app.get("/v1/models")
+    async def models() -> dict:
+        rec = state.ready()
+        b = rec.bundle
+        return {"object": "list", "data": [{
+            "id": state.model_name, "object": "model", "owned_by": "grserve", "kind": "generative-recommendation",
+            "catalog_size": len(b.table), "semantic_id_triples": b.trie.num_triples,
+            "codebook_size": b.table.codebook_size, "max_history_items": b.settings.max_history_items,
+            "max_beam_width": config.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
+            "default_timeout_ms": config.default_timeout_ms, "max_batch_items": config.max_batch_items}]}
+
+    @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS)
     async def recommend(req: RecommendRequest) -> dict:
-        started = time.perf_counter()
+        return await answer(state, req)
 
-        result = await recommender.recommend_async(req.history, req.top_n, req.beam_width, req.exclude_history,
-                                                   req.exclude, req.allow)
-        return {"id": f"rec-{uuid.uuid4().hex}", "model": model_name,
-                "items": [asdict(i) for i in result.items], "warnings": result.warnings,
-                "usage": {"prompt_tokens": result.prompt_tokens, "beam_width": req.beam_width},
-                "timing_ms": {"total": round(1000 * (time.perf_counter() - started), 2)}}
+    @app.post("/v1/recommend/batch", responses=ERRORS)
+    async def recommend_batch(req: BatchRecommendRequest) -> dict:
+        """Many histories in one call, answered in order; an entry that is refused (429) or misses its
+        deadline (504) carries its own error while the others are answered."""
+        if len(req.requests) > config.max_batch_items:
+            raise ApiError(400, f"requests: {len(req.requests)} entries exceed {config.max_batch_items}", "requests")
+        for i, r in enumerate(req.requests):
+            if r.beam_width > config.max_beam_width:
+                raise ApiError(400, f"requests.{i}.beam_width: exceeds {config.max_beam_width}",
+                               f"requests.{i}.beam_width")
+        results = await asyncio.gather(*(answer(state, r, f"requests.{i}.") for i, r in enumerate(req.requests)),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, ApiError):
+                raise r
+            if isinstance(r, ApiError) and r.status == 400:
+                raise r
+        return {"object": "list", "data": [r.body() if isinstance(r, ApiError) else r for r in results]}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -1,0 +1,62 @@
+"""Server configuration: one dataclass, filled from an optional TOML or YAML file, then CLI flags."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from grserve.engine.config import EngineConfig
+
+
+@dataclass
+class ServerConfig:
+    model: str | None = None  # GR model directory; None = the embedded MovieLens-100K model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_beam_width: int = 512
+    max_batch_rows: int = 2048
+    max_batch_prompt_tokens: int = 32768
+    max_batch_requests: int = 64
+    max_queue_requests: int = 1024
+    max_queue_rows: int = 131072
+    default_timeout_ms: int = 1000
+    max_timeout_ms: int = 60000
+    history_overflow: str = "truncate"  # or "reject": a history longer than the model's context
+    max_body_bytes: int = 1 << 20
+    max_batch_items: int = 256  # histories in one /v1/recommend/batch call
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    drain_timeout_s: float = 30.0
+    log_requests: bool = False  # one JSON line per request at INFO
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.history_overflow not in ("truncate", "reject"):
+            raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {self.history_overflow!r}")
+        if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
+            raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
+        self.engine_config()  # validates the engine's share
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(max_beam_width=self.max_beam_width, max_batch_rows=self.max_batch_rows,
+                            max_batch_prompt_tokens=self.max_batch_prompt_tokens,
+                            max_batch_requests=self.max_batch_requests, max_queue_requests=self.max_queue_requests,
+                            max_queue_rows=self.max_queue_rows, device=self.device)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> "ServerConfig":
+        """Values from `path` (.toml, .yaml or .yml), then every override that is not None."""
+        values: dict = {}
+        if path:
+            path = Path(path)
+            text = path.read_text()
+            values = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
+            if not isinstance(values, dict):
+                raise ValueError(f"{path}: expected a table of settings")
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"{path}: unknown settings {unknown}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

@@ -1,0 +1,96 @@
+"""The server's front gate, as plain ASGI middleware: every HTTP request passes it before FastAPI.
+
+It refuses API calls while draining (503), POST bodies that are not JSON (415) or too large (413, counted
+as they stream in, so a lying or absent Content-Length cannot get past), counts the requests in flight
+(what a drain waits for) and the status of every answer by endpoint."""
+from __future__ import annotations
+
+import json
+
+KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/models", "/health", "/metrics"}
+
+
+async def _send_error(send, status: int, message: str, kind: str) -> None:
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Gate:
+    def __init__(self, app, state):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        endpoint = path if path in KNOWN else "other"
+        status = {"code": 500}
+
+        async def send_and_count(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                return await _send_error(send_and_count, *refusal)
+            if scope["method"] == "POST":
+                body = await self._read_body(receive)
+                if body is None:
+                    return await _send_error(send_and_count, 413, f"body exceeds {self.state.config.max_body_bytes} bytes",
+                                             "invalid_request_error")
+                receive = _replay(body)
+            self.state.inflight += 1
+            try:
+                await self.app(scope, receive, send_and_count)
+            finally:
+                self.state.inflight -= 1
+        finally:
+            self.state.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
+
+    def _refusal(self, scope) -> tuple[int, str, str] | None:
+        api = scope["path"].startswith("/v1/")
+        if api and self.state.draining:
+            self.state.metrics.rejected.labels(reason="draining").inc()
+            return 503, "server is draining: retry on another instance", "unavailable"
+        if scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if not (ctype == b"application/json" or ctype.endswith(b"+json")):
+                return 415, f"content-type must be application/json, got {ctype.decode(errors='replace') or 'none'}", \
+                    "invalid_request_error"
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.state.config.max_body_bytes):
+                return 413, f"body exceeds {self.state.config.max_body_bytes} bytes", "invalid_request_error"
+        return None
+
+    async def _read_body(self, receive) -> bytes | None:
+        chunks, size, limit = [], 0, self.state.config.max_body_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes):
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive

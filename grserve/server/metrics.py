@@ -1,0 +1,62 @@
+"""Prometheus metrics of one server, named like vLLM's where they overlap (`vllm:` → `grserve:`).
+
+Each server has its own registry, so several apps in one process (tests) never collide."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from grserve.engine.gr_engine import GREngine
+from grserve.engine.model_runner import BatchBeams, PreparedBatch
+from grserve.engine.request import GRResult
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServerMetrics:
+    def __init__(self):
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("grserve:http_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.rejected = Counter("grserve:requests_rejected", "Requests refused by back-pressure or draining",
+                                ["reason"], registry=r)
+        self.timed_out = Counter("grserve:requests_timed_out", "Requests answered 504: deadline passed",
+                                 registry=r)
+        self.waiting = Gauge("grserve:num_requests_waiting", "Requests in the admission queue", registry=r)
+        self.running = Gauge("grserve:num_requests_running", "Requests in the batch computing now", registry=r)
+        self.running_rows = Gauge("grserve:beam_rows_running", "Beam rows in the batch computing now", registry=r)
+        self.kv_bytes = Gauge("grserve:kv_cache_usage_bytes", "KV bytes held by the last batch", registry=r)
+        self.batch_size = Histogram("grserve:batch_size_requests", "Requests per engine step", registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_rows = Histogram("grserve:batch_beam_rows", "Padded beam rows per engine step", registry=r,
+                                    buckets=(64, 128, 256, 512, 1024, 2048, 4096, 8192))
+
+        def latency(name, doc):
+            return Histogram(name, doc, registry=r, buckets=LATENCY_BUCKETS)
+
+        self.queue = latency("grserve:request_queue_time_seconds", "Time waiting before the engine step")
+        self.prefill = latency("grserve:request_prefill_time_seconds", "Prefill time of the request's step")
+        self.decode = latency("grserve:request_decode_time_seconds", "Decode time of the request's step")
+        self.select = latency("grserve:beam_selection_time_seconds", "Beam selection time of the request's step")
+        self.e2e = latency("grserve:e2e_request_latency_seconds", "End-to-end latency of answered requests")
+
+    def attach(self, engine: GREngine) -> None:
+        """Read the engine's gauges at scrape time and observe every engine step (once it has loaded)."""
+        self.waiting.set_function(lambda: engine.waiting_requests)
+        self.running.set_function(lambda: engine.running_requests)
+        self.running_rows.set_function(lambda: engine.running_rows)
+        engine.step_hooks.append(self.on_step)
+
+    def on_step(self, batch: PreparedBatch, beams: BatchBeams) -> None:
+        self.batch_size.observe(len(batch.requests))
+        self.batch_rows.observe(len(batch.requests) * batch.width)
+        self.kv_bytes.set(beams.kv_bytes)
+
+    def on_result(self, result: GRResult, total_s: float) -> None:
+        self.queue.observe(result.queue_ms / 1000)
+        self.prefill.observe(result.prefill_ms / 1000)
+        self.decode.observe(result.decode_ms / 1000)
+        self.select.observe(result.select_ms / 1000)
+        self.e2e.observe(total_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

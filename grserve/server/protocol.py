@@ -1,0 +1,66 @@
+"""The HTTP schema: pydantic models for /v1/recommend, /v1/recommend/batch and the error body."""
+from __future__ import annotations
+
+from typing import Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ItemId = Union[int, str]
+MAX_LIST = 100_000
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST,
+                                  description="item ids, oldest first; unknown ids are ignored with a warning")
+    top_n: int = Field(10, ge=1)
+    beam_width: int = Field(64, ge=1)
+    exclude: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST)
+    allow: list[ItemId] | None = Field(None, max_length=MAX_LIST)
+    exclude_history: bool = True
+    timeout_ms: int | None = Field(None, ge=1, description="deadline; default from the server config")
+    request_id: str | None = Field(None, max_length=128)
+
+    @model_validator(mode="after")
+    def top_n_within_beam(self) -> "RecommendRequest":
+        if self.top_n > self.beam_width:
+            raise ValueError(f"top_n ({self.top_n}) must not exceed beam_width ({self.beam_width})")
+        return self
+
+
+class BatchRecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[RecommendRequest] = Field(min_length=1)
+
+
+class RecommendedItemOut(BaseModel):
+    item_id: str
+    score: float
+    semantic_id: list[int]
+    title: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    id: str
+    model: str
+    items: list[RecommendedItemOut]
+    warnings: list[str]
+    usage: dict[str, int]
+    timing_ms: dict[str, float]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def error_body(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}

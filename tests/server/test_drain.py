@@ -1,0 +1,58 @@
+"""SIGTERM during load: `grserve serve` (a real process) stops admitting, answers every admitted request
+and exits 0."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from grserve.client import AsyncGRServeClient, GRServeError
+from tests.server.conftest import free_port
+
+
+def test_sigterm_during_load_loses_no_admitted_request(tiny_model_dir):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", tiny_model_dir, "--port", str(port),
+                             "--max-batch-requests", "2", "--default-timeout-ms", "60000", "--log-requests"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            time.sleep(0.1)
+
+        async def main():
+            async with AsyncGRServeClient(url) as c:
+                load = [asyncio.create_task(c.recommend([f"i{n % 60}"] * 20, top_n=3, beam_width=40))
+                        for n in range(60)]
+                await asyncio.sleep(0.3)  # all 60 are admitted: the engine works through them 2 at a time
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.05)
+                try:
+                    await c.recommend(["i1"], top_n=1, beam_width=1)
+                    late = None
+                except (GRServeError, httpx.HTTPError) as e:
+                    late = e
+                return await asyncio.gather(*load, return_exceptions=True), late
+
+        answered, late = asyncio.run(main())
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = proc.stdout.read()
+    assert all(isinstance(a, dict) and len(a["items"]) == 3 for a in answered), [a for a in answered if not isinstance(a, dict)][:3]
+    # a request arriving while draining is refused (503), or the listener is already closed
+    assert isinstance(late, httpx.HTTPError) or (isinstance(late, GRServeError) and late.status == 503)
+    assert "draining" in output
+    assert sum('"event": "recommend"' in line for line in output.splitlines()) == 60
