@@ -1,4 +1,6 @@
 """Batch formation under the beam-row and prompt-token budgets, worked by hand."""
+import pytest
+
 from grserve.engine.config import EngineConfig
 from grserve.engine.request import GRRequest
 from grserve.engine.scheduler import FixedStepScheduler
@@ -26,3 +28,32 @@ def test_a_lone_request_always_fits():
     s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=64, max_batch_prompt_tokens=16))
     s.add(req(64, 100))
     assert len(s.schedule()) == 1
+
+
+def test_earliest_deadline_first_and_expired_never_start():
+    import time
+
+    from grserve.engine.request import DeadlineExceeded, EngineOverloaded
+    s = FixedStepScheduler(EngineConfig(max_beam_width=8, max_batch_rows=8, max_queue_requests=4))
+    now = time.perf_counter()
+    late, early, none, expired = req(8, 5), req(8, 5), req(8, 5), req(8, 5)
+    late.deadline, early.deadline, expired.deadline = now + 60, now + 30, now - 1
+    for r in (none, late, expired, early):
+        s.add(r)
+    with pytest.raises(EngineOverloaded):
+        s.add(req(8, 5))  # 4 waiting: the queue is full
+    # one 8-row request per batch: earliest deadline first, no deadline last; the expired one never runs
+    assert s.schedule() == [early]
+    assert isinstance(expired.future.exception(timeout=0), DeadlineExceeded)
+    assert s.schedule() == [late]
+    assert s.schedule() == [none]
+    assert len(s) == 0
+
+
+def test_queue_is_bounded_by_beam_rows():
+    from grserve.engine.request import EngineOverloaded
+    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=64, max_queue_rows=100))
+    s.add(req(64, 3))
+    with pytest.raises(EngineOverloaded, match="beam rows"):
+        s.add(req(64, 3))
+    s.add(req(36, 3))
