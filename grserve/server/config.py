@@ -12,7 +12,10 @@ from grserve.engine.config import EngineConfig
 
 @dataclass
 class ServerConfig:
-    model: str | None = None  # GR model directory; None = the embedded MovieLens-100K model
+    model: str | None = None  # GR model directory (None: the embedded MovieLens-100K model), or an LLM's
+    llm_model: str | None = None  # an LLM directory served beside the GR model
+    kv_cache_bytes: int = 256 << 20  # the LLM's paged KV cache
+    max_num_batched_tokens: int = 512  # LLM tokens per step (chunked prefill)
     host: str = "127.0.0.1"
     port: int = 8000
     max_beam_width: int = 512
@@ -30,8 +33,14 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     log_requests: bool = False  # one JSON line per request at INFO
     device: str = "cpu"
+    gr_model: bool = True  # False when `model` names an LLM directory: only the OpenAI routes serve then
 
     def __post_init__(self) -> None:
+        model = Path(self.model) if self.model else None
+        if model and (model / "config.json").exists() and not (model / "gr_config.json").exists():
+            if self.llm_model is not None:
+                raise ValueError(f"model: {model} is not a GR model directory (no gr_config.json)")
+            self.llm_model, self.model, self.gr_model = self.model, None, False
         if self.history_overflow not in ("truncate", "reject"):
             raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {self.history_overflow!r}")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:

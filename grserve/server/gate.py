@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/models", "/health", "/metrics"}
+KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/completions", "/v1/chat/completions", "/v1/models",
+         "/health", "/metrics"}
 
 
 async def _send_error(send, status: int, message: str, kind: str) -> None:
@@ -42,7 +43,7 @@ class Gate:
                 if body is None:
                     return await _send_error(send_and_count, 413, f"body exceeds {self.state.config.max_body_bytes} bytes",
                                              "invalid_request_error")
-                receive = _replay(body)
+                receive = _replay(body, receive)
             self.state.inflight += 1
             try:
                 await self.app(scope, receive, send_and_count)
@@ -83,14 +84,16 @@ class Gate:
         return b"".join(chunks)
 
 
-def _replay(body: bytes):
+def _replay(body: bytes, receive):
+    """The body already read, then the real channel: a streaming response listens on it for the client
+    going away, so it must block until that really happens."""
     sent = False
 
-    async def receive():
+    async def replay():
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replay

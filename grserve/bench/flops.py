@@ -1,0 +1,42 @@
+"""The physical limit: the machine's peak matmul FLOP/s, and the FLOPs a GR request needs, so achieved
+throughput can be reported as a fraction of the peak (MFU)."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from grserve.model.config import ModelConfig
+
+
+def peak_matmul_flops(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of an n x n x n matmul over `repeats` (after a warm-up), on this process's threads."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best
+
+
+def linear_flops(config: ModelConfig, tokens: int, logit_rows: int) -> float:
+    """Projections and MLP of `tokens` tokens through every layer, plus the lm_head for `logit_rows`."""
+    d, f, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    return 2 * L * (d * q + 2 * d * kv + q * d + 3 * d * f) * tokens + 2 * d * config.vocab_size * logit_rows
+
+
+def attention_flops(config: ModelConfig, query_key_pairs: float) -> float:
+    """QK^T and PV over `query_key_pairs` (query, key) pairs in every layer and head."""
+    return 2 * 2 * config.num_hidden_layers * config.num_attention_heads * config.head_dim * query_key_pairs
+
+
+def request_flops(config: ModelConfig, prompt_len: int, beam_width: int, decode_rounds: int = 2) -> float:
+    """Model FLOPs of one GR request done the xGR way: the prompt prefilled once (causal: P²/2 pairs;
+    logits at its last position only), then `decode_rounds` rounds of `beam_width` rows, each row attending
+    to the prompt and its own decode tokens."""
+    rows = decode_rounds * beam_width
+    pairs = prompt_len * prompt_len / 2 + beam_width * sum(prompt_len + i + 1 for i in range(decode_rounds))
+    return linear_flops(config, prompt_len + rows, 1 + rows) + attention_flops(config, pairs)

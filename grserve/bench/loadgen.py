@@ -1,0 +1,84 @@
+"""Open-loop load: Poisson arrivals at a fixed rate, each request sent at its scheduled time whether or not
+earlier ones have returned (as vLLM's `bench serve`), bounded in count and time; and latency summaries.
+
+A request is anything awaitable: `send(i)` sends request i and raises on failure. `http_sender` makes
+one that posts to a grserve URL with aiohttp; the benchmark also wraps in-process systems the same way."""
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import numpy as np
+
+Send = Callable[[int], Awaitable[object]]
+
+
+@dataclass
+class Sample:
+    scheduled: float  # seconds after the start at which the request was due
+    sent: float  # seconds after the start at which it was sent
+    latency: float | None  # seconds; None when it failed
+    status: str  # "ok", "error" or "timeout"
+
+
+async def _one(send: Send, i: int, scheduled: float, t0: float, timeout: float | None) -> Sample:
+    sent = time.perf_counter()
+    try:
+        await asyncio.wait_for(send(i), timeout)
+        return Sample(scheduled, sent - t0, time.perf_counter() - sent, "ok")
+    except asyncio.TimeoutError:
+        return Sample(scheduled, sent - t0, None, "timeout")
+    except Exception:
+        return Sample(scheduled, sent - t0, None, "error")
+
+
+async def open_loop(send: Send, rate: float, max_requests: int, max_seconds: float, seed: int = 0,
+                    timeout: float | None = None) -> list[Sample]:
+    """Send up to `max_requests` at Poisson arrivals of `rate`/s for at most `max_seconds` of arrivals."""
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    tasks, due = [], 0.0
+    for i in range(max_requests):
+        due += rng.expovariate(rate)
+        if due > max_seconds:
+            break
+        delay = t0 + due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_one(send, i, due, t0, timeout)))
+    return list(await asyncio.gather(*tasks))
+
+
+async def saturate(send: Send, requests: int, timeout: float | None = None) -> list[Sample]:
+    """All requests at once: what the system completes when it never waits for work (peak throughput)."""
+    t0 = time.perf_counter()
+    return list(await asyncio.gather(*(_one(send, i, 0.0, t0, timeout) for i in range(requests))))
+
+
+def summarize(samples: list[Sample], offered_rate: float | None = None) -> dict:
+    ok = [s for s in samples if s.status == "ok"]
+    lat = np.array([s.latency for s in ok]) * 1000 if ok else np.array([])
+    span = max((s.sent + s.latency for s in ok), default=0.0) - min((s.sent for s in samples), default=0.0)
+    return {
+        "offered_rate": offered_rate, "requests": len(samples), "ok": len(ok),
+        "errors": sum(s.status == "error" for s in samples), "timeouts": sum(s.status == "timeout" for s in samples),
+        "throughput": len(ok) / span if span > 0 else 0.0,
+        **{f"p{q}_ms": float(np.percentile(lat, q)) if len(lat) else None for q in (50, 90, 99)},
+        "mean_ms": float(lat.mean()) if len(lat) else None,
+        # how far behind schedule sends fell: near zero for a true open loop
+        "max_send_lag_ms": 1000 * max((s.sent - s.scheduled for s in samples), default=0.0),
+    }
+
+
+def http_sender(session, url: str, payloads: list[dict]) -> Send:
+    """Posts payload i (cycling) to `url` with an aiohttp session; non-200 raises."""
+    async def send(i: int):
+        async with session.post(url, json=payloads[i % len(payloads)]) as r:
+            body = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"HTTP {r.status}: {body}")
+            return body
+    return send

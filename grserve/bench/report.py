@@ -1,0 +1,85 @@
+"""Plots and a markdown summary generated from a `grserve bench gr` JSON file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _fmt(x, digits=2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def plot_latency(workload: dict, slo_ms: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, s in workload["systems"].items():
+        points = [(p["offered_rate"], p["p99_ms"]) for p in s["sweep"] if p["p99_ms"] is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+        elif s.get("single_request_ms"):
+            ax.scatter([s["peak"]["throughput"]], [s["peak"]["p99_ms"]], marker="x", label=f"{name} (saturated)")
+    ax.axhline(slo_ms, color="red", linestyle="--", label=f"SLO {slo_ms:.0f} ms")
+    ax.set(xlabel="offered load (requests/s)", ylabel="P99 latency (ms)", yscale="log", title=workload["name"])
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ablation(workload: dict, path: Path) -> None:
+    names = [n for n in workload["systems"] if n.startswith("grserve")]
+    values = [workload["systems"][n]["peak"]["throughput"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.barh(names, values, color=["tab:green" if n == "grserve" else "tab:gray" for n in names])
+    ax.set(xlabel="peak throughput (requests/s)", title=f"ablations: {workload['name']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(run: dict) -> str:
+    slo = run["options"]["slo_ms"]
+    lines = [f"# grserve bench gr — {run['started']}", "",
+             f"Machine: {run['machine']['platform']}, {run['machine']['cpus']} threads; torch {run['versions']['torch']}; "
+             f"peak matmul fp32 {run['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, bf16 {run['peak_flops']['bf16'] / 1e9:.0f} "
+             f"GFLOP/s. SLO: P99 ≤ {slo:.0f} ms. Run took {run['seconds']:.0f} s.", ""]
+    h = run["headline"]
+    lines += ["## Headline (first workload)", "",
+              "| | grserve | hf | vllm |", "|---|---|---|---|",
+              "| peak throughput (req/s) | " + " | ".join(_fmt(h["throughput"][k]) for k in ("grserve", "hf", "vllm")) + " |",
+              "| max QPS at P99 ≤ SLO | " + " | ".join(_fmt(h["qps_at_slo"][k]) for k in ("grserve", "hf", "vllm")) + " |",
+              "", f"grserve / hf: **{_fmt(h['ratio_vs_hf'], 1)}x**; grserve / vllm: **{_fmt(h['ratio_vs_vllm'], 1)}x** "
+              "(peak throughput, measured in this run).", ""]
+    for w in run["workloads"]:
+        lines += [f"## {w['name']}", "",
+                  f"catalog {w['catalog_size']:,} items; model {w['model']['num_hidden_layers']} layers × hidden "
+                  f"{w['model']['hidden_size']}; prompt {w['prompt_len']} tokens; beam {w['beam_width']}; top {w['top_n']}; "
+                  f"{w['flops_per_request'] / 1e9:.2f} GFLOP per request.", "",
+                  "| system | peak req/s | one request (ms) | P99 at peak (ms) | max QPS at SLO | agreement | invalid | MFU |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, s in w["systems"].items():
+            lines.append(f"| {name} | {_fmt(s['peak']['throughput'])} | {_fmt(s['single_request_ms'], 0)} | "
+                         f"{_fmt(s['peak']['p99_ms'], 0)} | {_fmt(s['qps_at_slo'])} | {_fmt(s.get('agreement'))} | "
+                         f"{_fmt(s['invalid_share'])} | {_fmt(100 * s['mfu'], 1)}% |")
+        notes = [f"- {n}: {s['note']}" for n, s in w["systems"].items() if s.get("note") and s["note"] != "not swept"]
+        lines += [""] + notes + ([""] if notes else [])
+    return "\n".join(lines) + "\n"
+
+
+def write_report(json_path: Path) -> list[Path]:
+    run = json.loads(Path(json_path).read_text())
+    out, stem = Path(json_path).parent, Path(json_path).stem
+    written = [out / f"{stem}.md"]
+    written[0].write_text(markdown(run))
+    for i, w in enumerate(run["workloads"]):
+        if any(s["sweep"] for s in w["systems"].values()):
+            written.append(out / f"{stem}-latency-{i}.png")
+            plot_latency(w, run["options"]["slo_ms"], written[-1])
+        if sum(n.startswith("grserve") for n in w["systems"]) > 1:
+            written.append(out / f"{stem}-ablation-{i}.png")
+            plot_ablation(w, written[-1])
+    return written

@@ -1,0 +1,105 @@
+"""The systems a benchmark compares, behind one request path: `await system.answer(prompt)` returns the
+top-N SID triples, best first.
+
+grserve runs its own GREngine (its own queue and batching, as the server does). The library baselines
+(HF transformers, vLLM) have no server of their own here, so each gets a queue and one worker thread that
+takes up to `max_batch` waiting prompts per call, which is how a thin serving wrapper would run them."""
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from grserve.bundle import GRBundle
+from grserve.engine.config import EngineConfig
+from grserve.engine.gr_engine import GREngine
+from grserve.engine.request import GRRequest
+
+Triples = list[tuple[int, int, int]]
+
+ABLATIONS = {
+    "grserve": {},
+    "grserve -separated_kv": {"separated_kv": False},
+    "grserve -early_topk": {"early_topk": False},
+    "grserve -trie_candidates": {"trie_candidates": False},
+    "grserve -overlap": {"overlap": False},
+}
+
+
+def distinct_triples(items: list[tuple[int, float, tuple[int, int, int]]]) -> Triples:
+    seen: dict[tuple[int, int, int], None] = {}
+    for _, _, sid in items:
+        seen.setdefault(tuple(sid), None)
+    return list(seen)
+
+
+@dataclass
+class GrserveSystem:
+    name: str
+    bundle: GRBundle
+    beam_width: int
+    top_n: int
+    switches: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        rows = max(2048, self.beam_width * 4)
+        self.engine = GREngine(self.bundle, EngineConfig(max_beam_width=max(512, self.beam_width),
+                                                         max_batch_rows=rows, max_batch_prompt_tokens=65536,
+                                                         max_queue_requests=100_000, max_queue_rows=10 ** 8,
+                                                         **self.switches))
+
+    async def answer(self, prompt: list[int]) -> Triples:
+        result = await self.engine.submit_async(GRRequest(prompt, self.beam_width, self.top_n))
+        return distinct_triples(result.items)
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+
+class QueuedBaseline:
+    """A blocking `rank(prompts, W, N)` baseline behind a queue and one worker thread."""
+
+    def __init__(self, baseline, beam_width: int, top_n: int, max_batch: int = 1):
+        self.baseline, self.beam_width, self.top_n, self.max_batch = baseline, beam_width, top_n, max_batch
+        self.name = baseline.name
+        self.queue: queue.Queue = queue.Queue()
+
+    def start(self) -> None:
+        self.baseline.start()
+        self.worker = threading.Thread(target=self._work, name=f"bench-{self.name}", daemon=True)
+        self.worker.start()
+
+    def _work(self) -> None:
+        while True:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self.queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                results = self.baseline.rank([p for p, _, _ in batch], self.beam_width, self.top_n)
+                for (_, loop, fut), triples in zip(batch, results):
+                    loop.call_soon_threadsafe(fut.set_result, [tuple(t) for t, _ in triples])
+            except Exception as e:
+                for _, loop, fut in batch:
+                    loop.call_soon_threadsafe(fut.set_exception, e)
+
+    async def answer(self, prompt: list[int]) -> Triples:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.queue.put((prompt, loop, fut))
+        return await fut
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.worker.join(timeout=30)
+        self.baseline.close()

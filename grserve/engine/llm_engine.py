@@ -1,0 +1,263 @@
+"""LLMEngine: open-ended text generation over a Hugging Face model directory.
+
+Requests (token ids + SamplingParams) are accepted from any thread; a step thread runs the loop
+schedule → run → sample → postprocess (stop conditions, detokenized deltas) and hands each request's
+outputs to its own queue, which `generate` (async) or `generate_sync` read. `n > 1` runs n sequences that
+share the prompt's KV blocks through the prefix cache."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from grserve.engine.llm_runner import LLMModelRunner
+from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
+from grserve.engine.sequence import ONLINE, Sequence
+from grserve.engine.speculative import accept_greedy, propose_ngram
+from grserve.kv.block_manager import BlockManager
+from grserve.model.loader import load_model
+from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
+from grserve.sampling.params import SamplingParams
+from grserve.sampling.sampler import Sampler, make_generator
+
+_request_ids = itertools.count()
+
+
+@dataclass
+class LLMEngineConfig:
+    block_size: int = 16
+    kv_cache_bytes: int = 256 << 20
+    max_num_batched_tokens: int = 512
+    max_num_seqs: int = 64
+    chunked_prefill: bool = True
+    prefix_caching: bool = True
+    speculative_tokens: int = 0  # >0: prompt-lookup speculation of that many tokens for greedy sequences
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass
+class CompletionDelta:
+    """What one sequence produced since the last delta: new text and tokens; finish_reason when done."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list = field(default_factory=list)  # per token: (token, logprob, [(token, logprob), ...])
+    finish_reason: str | None = None
+
+
+@dataclass
+class _Request:
+    request_id: str
+    seqs: list[Sequence]
+    emit: Callable[[object], None]  # called on the step thread with each CompletionDelta (or an exception)
+    detokenizers: list[IncrementalDetokenizer]
+    texts: list[str]  # per sequence: the text so far
+    generators: list[torch.Generator | None]
+    sent: list[int] = field(default_factory=list)  # per sequence: how much of `texts` was emitted
+    outputs: queue.Queue | None = None  # where `emit` puts them when the caller reads synchronously
+
+
+class LLMEngine:
+    def __init__(self, model_dir: str | Path, config: LLMEngineConfig | None = None):
+        self.config = c = config or LLMEngineConfig()
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[c.dtype]
+        self.model = load_model(model_dir, device=c.device, dtype=dtype)
+        self.tokenizer = load_tokenizer(model_dir)
+        mc = self.model.config
+        self.max_model_len = c.max_model_len or mc.max_position_embeddings
+        self.eos_token_id = mc.eos_token_id if mc.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.blocks = BlockManager.from_budget(c.kv_cache_bytes, c.block_size, mc.num_hidden_layers,
+                                               mc.num_key_value_heads, mc.head_dim, dtype, c.prefix_caching)
+        self.scheduler = LLMScheduler(LLMSchedulerConfig(c.max_num_batched_tokens, c.max_num_seqs, c.chunked_prefill),
+                                      self.blocks)
+        self.runner = LLMModelRunner(self.model, self.blocks, c.device)
+        self.sampler = Sampler()
+        self.requests: dict[int, _Request] = {}  # by seq_id
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.stopped = threading.Event()
+        # counters the tests and metrics read
+        self.num_computed_tokens = self.num_draft_tokens = self.num_accepted_tokens = 0
+        self.thread = threading.Thread(target=self._loop, name="llm-step", daemon=True)
+        self.thread.start()
+
+    def check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raises ValueError ("field: reason") when the request cannot run on this model and cache."""
+        if not prompt_token_ids:
+            raise ValueError("prompt: must hold at least one token")
+        if max(prompt_token_ids) >= self.model.config.vocab_size or min(prompt_token_ids) < 0:
+            raise ValueError(f"prompt: token ids must lie in [0, {self.model.config.vocab_size})")
+        if len(prompt_token_ids) + params.max_tokens > self.max_model_len:
+            raise ValueError(f"max_tokens: prompt ({len(prompt_token_ids)}) + max_tokens ({params.max_tokens}) "
+                             f"exceeds the model's context of {self.max_model_len}")
+        blocks_needed = -(-(len(prompt_token_ids) + params.max_tokens) // self.blocks.block_size)
+        if blocks_needed > self.blocks.num_blocks:
+            raise ValueError(f"prompt: needs {blocks_needed} KV blocks, the cache holds {self.blocks.num_blocks}")
+
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams, priority: int = ONLINE,
+                    request_id: str | None = None, emit: Callable[[object], None] | None = None) -> _Request:
+        """Queues a request; its outputs go to `emit`, or to `request.outputs` (a queue) when none is given."""
+        self.check(prompt_token_ids, params)
+        seqs = [Sequence(list(prompt_token_ids), params, priority) for _ in range(params.n)]
+        gens = [make_generator(None if params.seed is None else params.seed + i) for i in range(params.n)]
+        outputs = queue.Queue() if emit is None else None
+        req = _Request(request_id or f"req-{next(_request_ids)}", seqs, emit or outputs.put,
+                       [IncrementalDetokenizer(self.tokenizer) for _ in seqs], ["" for _ in seqs], gens,
+                       sent=[0 for _ in seqs], outputs=outputs)
+        with self.lock:
+            for s in seqs:
+                self.requests[s.seq_id] = req
+                self.scheduler.add(s)
+        self.wake.set()
+        return req
+
+    def abort(self, req: _Request) -> None:
+        with self.lock:
+            for s in req.seqs:
+                if s.finish_reason is None:
+                    s.cancelled = True
+                    self.scheduler.finish(s, "abort")
+                    self.requests.pop(s.seq_id, None)
+
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams, priority: int = ONLINE,
+                       request_id: str | None = None):
+        """Async iterator of CompletionDelta; cancelling the consumer aborts the request (client gone)."""
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue = asyncio.Queue()
+        req = self.add_request(prompt_token_ids, params, priority, request_id,
+                               emit=lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d))
+        remaining = len(req.seqs)
+        try:
+            while remaining:
+                delta = await deltas.get()
+                if isinstance(delta, Exception):
+                    raise delta
+                remaining -= delta.finish_reason is not None
+                yield delta
+        finally:
+            if remaining:
+                self.abort(req)
+
+    def generate_sync(self, prompt_token_ids: list[int], params: SamplingParams) -> list[tuple[list[int], str, str]]:
+        """Blocking: per sequence (token ids, text, finish reason)."""
+        req = self.add_request(prompt_token_ids, params)
+        tokens = [[] for _ in req.seqs]
+        texts = ["" for _ in req.seqs]
+        reasons: list[str | None] = [None] * len(req.seqs)
+        while any(r is None for r in reasons):
+            delta = req.outputs.get(timeout=600)
+            if isinstance(delta, Exception):
+                raise delta
+            tokens[delta.index] += delta.token_ids
+            texts[delta.index] += delta.text
+            reasons[delta.index] = reasons[delta.index] or delta.finish_reason
+        return [(t, x, r) for t, x, r in zip(tokens, texts, reasons)]
+
+    def shutdown(self) -> None:
+        self.stopped.set()
+        self.wake.set()
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            with self.lock:
+                step = self.scheduler.schedule() if self.scheduler.has_work() else None
+            if not step or not step.seqs:
+                self.wake.wait(0.05)
+                self.wake.clear()
+                continue
+            try:
+                self._step(step)
+            except Exception as e:  # a failed step fails its requests, never the engine
+                with self.lock:
+                    for seq in step.seqs:
+                        req = self.requests.pop(seq.seq_id, None)
+                        self.scheduler.finish(seq, "error")
+                        if req:
+                            req.emit(e)
+
+    def _speculable(self, seq: Sequence) -> bool:
+        p = seq.params
+        return (self.config.speculative_tokens > 0 and p.greedy and p.logprobs is None and not seq.in_prefill
+                and p.repetition_penalty == 1 and p.presence_penalty == 0 and p.frequency_penalty == 0)
+
+    def _step(self, step) -> None:
+        self.num_computed_tokens += sum(step.num_tokens)
+        ready, logits = self.runner.run(step.seqs, step.num_tokens)
+        spec = [(s, l) for s, l in zip(ready, logits) if s.draft]
+        plain = [(s, l) for s, l in zip(ready, logits) if not s.draft]
+        with self.lock:
+            for seq, rows in spec:
+                draft, seq.draft = seq.draft, []
+                accepted = accept_greedy(draft, rows.argmax(-1).tolist())
+                self.num_draft_tokens += len(draft)
+                self.num_accepted_tokens += len(accepted) - 1
+                # KV of the rejected draft tail stays in its slots until overwritten: not counted as computed
+                seq.num_computed_tokens -= len(draft) - (len(accepted) - 1)
+                req = self.requests.get(seq.seq_id)
+                for token in accepted:
+                    if req is None or seq.finish_reason is not None:
+                        break
+                    self._append(seq, req, token, 0.0, [])
+        if plain:
+            seqs = [s for s, _ in plain]
+            reqs = [self.requests.get(s.seq_id) for s in seqs]
+            params = [s.params for s in seqs]
+            rows = self.sampler.apply_penalties(torch.cat([l for _, l in plain]), [s.output_token_ids for s in seqs],
+                                                [s.prompt_token_ids for s in seqs], params, self.eos_token_id)
+            gens = [r.generators[r.seqs.index(s)] if r else None for r, s in zip(reqs, seqs)]
+            tokens, logprobs, tops = self.sampler.sample(rows, params, gens)
+            with self.lock:
+                for seq, req, token, lp, top in zip(seqs, reqs, tokens.tolist(), logprobs.tolist(), tops):
+                    if req is None or seq.finish_reason is not None:
+                        continue  # aborted while computing
+                    self._append(seq, req, token, lp, top)
+        with self.lock:
+            for seq in ready:
+                if seq.finish_reason is None and self._speculable(seq):
+                    seq.draft = propose_ngram(seq.token_ids, self.config.speculative_tokens)
+                    # never draft past max_tokens or the context
+                    room = min(seq.params.max_tokens - len(seq.output_token_ids), self.max_model_len - seq.num_tokens) - 1
+                    seq.draft = seq.draft[:max(0, room)]
+
+    def _append(self, seq: Sequence, req: _Request, token: int, logprob: float, top: list) -> None:
+        p, index = seq.params, req.seqs.index(seq)
+        seq.token_ids.append(token)
+        reason = None
+        if not p.ignore_eos and token == self.eos_token_id and len(seq.output_token_ids) > p.min_tokens:
+            reason = "stop"
+        elif token in p.stop_token_ids and len(seq.output_token_ids) > p.min_tokens:
+            reason = "stop"
+        elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+            reason = "length"
+        stop_token = reason == "stop"
+        visible = seq.output_token_ids[:-1] if stop_token else seq.output_token_ids
+        req.texts[index] += req.detokenizers[index].delta(visible)
+        full, sent = req.texts[index], req.sent[index]
+        if p.stop:
+            longest = max(len(x) for x in p.stop)
+            hits = [h for h in (full.find(x, max(0, sent - longest)) for x in p.stop) if h >= 0]
+            if hits:
+                full = req.texts[index] = full[:min(hits)]
+                stop_token = stop_token and reason == "stop"  # a stop token that also ends a stop string
+                reason = "stop"
+        # Text that may still grow into a stop string is held back until it cannot (or the sequence ends).
+        held = max((len(x) for x in p.stop), default=1) - 1 if reason is None else 0
+        end = max(sent, len(full) - held)
+        text, req.sent[index] = full[sent:end], end
+        emitted = [] if stop_token else [token]  # a stop token ends the output without being part of it
+        lps = [(token, logprob, top)] if p.logprobs is not None and emitted else []
+        if reason:
+            self.scheduler.finish(seq, reason)
+            self.requests.pop(seq.seq_id, None)
+        req.emit(CompletionDelta(index, text, emitted, lps, reason))
+

@@ -1,0 +1,26 @@
+"""Prompt-lookup (n-gram) speculative decoding for greedy sequences.
+
+The draft is free: the k tokens that followed the most recent earlier occurrence of the sequence's last
+n tokens (n from `max_ngram` down to 1). The target model scores the last token and the draft in one
+forward; greedy verification keeps the draft up to its first disagreement with the target's argmax and
+adds the target's own token there, so the output is exactly what plain greedy decoding gives."""
+from __future__ import annotations
+
+
+def propose_ngram(token_ids: list[int], k: int, max_ngram: int = 3) -> list[int]:
+    for n in range(min(max_ngram, len(token_ids) - 1), 0, -1):
+        tail = token_ids[-n:]
+        # the most recent earlier match, whose continuation is nearest to what comes next
+        for start in range(len(token_ids) - n - 1, -1, -1):
+            if token_ids[start:start + n] == tail:
+                return token_ids[start + n:start + n + k]
+    return []
+
+
+def accept_greedy(draft: list[int], target: list[int]) -> list[int]:
+    """`target[i]` is the target model's argmax after the last token and draft[:i]; returns the tokens
+    greedy decoding would emit: the agreeing draft prefix, then the target's token where they part."""
+    accepted = 0
+    while accepted < len(draft) and draft[accepted] == target[accepted]:
+        accepted += 1
+    return draft[:accepted] + [target[accepted]]

@@ -1,0 +1,194 @@
+"""OpenAI-compatible routes: /v1/completions and /v1/chat/completions over the LLMEngine, streaming
+(server-sent events, with `stream_options.include_usage`) or not; and GR models driven through
+/v1/completions with token-id prompts and `beam_width` (the best SID triples, as xLLM's rec backend)."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from grserve.engine.request import GRRequest, InvalidRequest
+from grserve.engine.sequence import OFFLINE, ONLINE
+from grserve.model.tokenizer import chat_prompt
+from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
+
+
+def _params(state, req, max_tokens: int | None, logprobs: int | None):
+    from grserve.server.app import ApiError
+    try:
+        return req.sampling(max_tokens or 16, logprobs)
+    except ValueError as e:
+        param = str(e).split()[0]
+        raise ApiError(400, str(e), param)
+
+
+def _llm(state):
+    from grserve.server.app import ApiError
+    if state.llm is None:
+        raise ApiError(404 if state.config.llm_model is None else 503,
+                       "no LLM is served here" if state.config.llm_model is None else "LLM is loading",
+                       "model", kind="invalid_request_error" if state.config.llm_model is None else "unavailable")
+    return state.llm
+
+
+def _token_ids(engine, prompt) -> list[list[int]]:
+    from grserve.server.app import ApiError
+    if isinstance(prompt, str):
+        return [engine.tokenizer.encode(prompt)]
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    if prompt and all(isinstance(p, str) for p in prompt):
+        return [engine.tokenizer.encode(p) for p in prompt]
+    if prompt and all(isinstance(p, list) for p in prompt):
+        return [list(p) for p in prompt]
+    raise ApiError(400, "prompt: must be a string, a list of strings, token ids or lists of token ids", "prompt")
+
+
+def _logprobs_block(engine, entries, chat: bool):
+    def tok(t):
+        return engine.tokenizer.decode([t])
+    if chat:
+        return {"content": [{"token": tok(t), "logprob": lp, "bytes": list(tok(t).encode()),
+                             "top_logprobs": [{"token": tok(a), "logprob": b, "bytes": list(tok(a).encode())}
+                                              for a, b in top]} for t, lp, top in entries]}
+    return {"tokens": [tok(t) for t, _, _ in entries], "token_logprobs": [lp for _, lp, _ in entries],
+            "top_logprobs": [{tok(a): b for a, b in top} for _, _, top in entries]}
+
+
+async def _collect(engine, ids, params, priority, rid):
+    outs: dict[int, dict] = {}
+    async for d in engine.generate(ids, params, priority, rid):
+        o = outs.setdefault(d.index, {"text": "", "tokens": [], "logprobs": [], "finish_reason": None})
+        o["text"] += d.text
+        o["tokens"] += d.token_ids
+        o["logprobs"] += d.logprobs
+        o["finish_reason"] = d.finish_reason or o["finish_reason"]
+    return [outs[i] for i in sorted(outs)]
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+async def _stream(engine, ids, params, priority, rid, base: dict, chat: bool, include_usage: bool):
+    completion_tokens, started = 0, set()
+    try:
+        async for d in engine.generate(ids, params, priority, rid):
+            completion_tokens += len(d.token_ids)
+            if chat:
+                delta = {} if d.index in started else {"role": "assistant"}
+                started.add(d.index)
+                if d.text or not delta:
+                    delta["content"] = d.text
+                choice = {"index": d.index, "delta": delta, "finish_reason": d.finish_reason, "logprobs":
+                          _logprobs_block(engine, d.logprobs, True) if params.logprobs is not None else None}
+            else:
+                choice = {"index": d.index, "text": d.text, "finish_reason": d.finish_reason, "logprobs":
+                          _logprobs_block(engine, d.logprobs, False) if params.logprobs is not None else None}
+            yield _sse({**base, "choices": [choice]})
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+                                                         "total_tokens": len(ids) + completion_tokens}})
+    except Exception as e:  # tokens may already be sent: the failure is an error event, then [DONE]
+        yield _sse({"error": {"message": f"generation failed: {e}", "type": "internal_error", "param": None,
+                              "code": 500}})
+    yield "data: [DONE]\n\n"
+
+
+def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
+    from grserve.server.app import ApiError
+
+    @app.post("/v1/completions", responses=errors)
+    async def completions(req: CompletionRequest):
+        if req.beam_width is not None:
+            return await _gr_completion(state, req)
+        engine = _llm(state)
+        prompts = _token_ids(engine, req.prompt)
+        params = _params(state, req, req.max_tokens, req.logprobs)
+        priority = OFFLINE if req.priority == "offline" else ONLINE
+        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        base = {"id": rid, "object": "text_completion", "created": created, "model": state.llm_name}
+        try:
+            for ids in prompts:
+                engine.check(ids, params)
+        except ValueError as e:
+            raise ApiError(400, str(e), str(e).split(":")[0])
+        if req.stream:
+            if len(prompts) != 1:
+                raise ApiError(400, "prompt: streaming takes a single prompt", "prompt")
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_stream(engine, prompts[0], params, priority, rid, base, False, include),
+                                     media_type="text/event-stream")
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for ids in prompts:
+            for out in await _collect(engine, ids, params, priority, rid):
+                text = (engine.tokenizer.decode(ids) if req.echo else "") + out["text"]
+                choices.append({"index": len(choices), "text": text, "finish_reason": out["finish_reason"],
+                                "logprobs": _logprobs_block(engine, out["logprobs"], False)
+                                if req.logprobs is not None else None})
+                completion_tokens += len(out["tokens"])
+            prompt_tokens += len(ids)
+        return {**base, "choices": choices, "usage": {"prompt_tokens": prompt_tokens,
+                                                      "completion_tokens": completion_tokens,
+                                                      "total_tokens": prompt_tokens + completion_tokens}}
+
+    @app.post("/v1/chat/completions", responses=errors)
+    async def chat_completions(req: ChatCompletionRequest):
+        engine = _llm(state)
+        try:
+            ids = chat_prompt(engine.tokenizer, [m.model_dump(exclude_none=True) for m in req.messages])
+        except ValueError as e:
+            raise ApiError(400, f"messages: {e}", "messages")
+        params = _params(state, req, req.max_completion_tokens or req.max_tokens,
+                         (req.top_logprobs or 0) if req.logprobs else None)
+        try:
+            engine.check(ids, params)
+        except ValueError as e:
+            raise ApiError(400, str(e), str(e).split(":")[0])
+        priority = OFFLINE if req.priority == "offline" else ONLINE
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if req.stream:
+            base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": state.llm_name}
+            include = bool(req.stream_options and req.stream_options.include_usage)
+            return StreamingResponse(_stream(engine, ids, params, priority, rid, base, True, include),
+                                     media_type="text/event-stream")
+        outs = await _collect(engine, ids, params, priority, rid)
+        completion_tokens = sum(len(o["tokens"]) for o in outs)
+        return {"id": rid, "object": "chat.completion", "created": created, "model": state.llm_name,
+                "choices": [{"index": i, "message": {"role": "assistant", "content": o["text"]},
+                             "finish_reason": o["finish_reason"],
+                             "logprobs": _logprobs_block(engine, o["logprobs"], True) if req.logprobs else None}
+                            for i, o in enumerate(outs)],
+                "usage": {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+                          "total_tokens": len(ids) + completion_tokens}}
+
+
+async def _gr_completion(state, req: CompletionRequest) -> dict:
+    """A GR model through the completions API: token-id prompt, beam_width, max_tokens 3 → the n best
+    SID triples, each a choice with its tokens and score."""
+    from grserve.server.app import ApiError
+    rec = state.ready()
+    if not (isinstance(req.prompt, list) and all(isinstance(t, int) for t in req.prompt)):
+        raise ApiError(400, "prompt: a GR model takes a list of token ids", "prompt")
+    if (req.max_tokens or 3) != 3:
+        raise ApiError(400, "max_tokens: a GR model generates exactly 3 tokens (one semantic ID)", "max_tokens")
+    request = GRRequest(list(req.prompt), req.beam_width, min(req.n, req.beam_width))
+    try:
+        rec.engine.validate(request)
+        result = await rec.engine.submit_async(request)
+    except InvalidRequest as e:
+        raise ApiError(400, str(e), e.param)
+    vocab, triples = rec.bundle.vocab, {}
+    for _, score, sid in result.items:
+        triples.setdefault(tuple(sid), score)
+    choices = [{"index": i, "text": " ".join(vocab.names()[vocab.offset(l) + c] for l, c in enumerate(sid)),
+                "token_ids": [vocab.offset(l) + c for l, c in enumerate(sid)], "semantic_id": list(sid),
+                "score": score, "finish_reason": "length", "logprobs": None}
+               for i, (sid, score) in enumerate(triples.items())]
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": state.model_name, "choices": choices,
+            "usage": {"prompt_tokens": len(req.prompt), "completion_tokens": 3 * len(choices),
+                      "total_tokens": len(req.prompt) + 3 * len(choices)}}

@@ -1,0 +1,58 @@
+"""The load generator is open loop: against a deliberately slow fake server that answers nothing until
+every request has arrived, a closed loop would deadlock after one request; an open loop sends them all."""
+from __future__ import annotations
+
+import asyncio
+import math
+
+import aiohttp
+from aiohttp import web
+
+from grserve.bench.loadgen import Sample, http_sender, open_loop, summarize
+from tests.server.conftest import free_port
+
+N = 12
+
+
+async def run_against_stalling_server():
+    arrived, release = 0, asyncio.Event()
+    peak_in_flight = 0
+
+    async def handler(request):
+        nonlocal arrived, peak_in_flight
+        arrived += 1
+        peak_in_flight = max(peak_in_flight, arrived)
+        if arrived == N:
+            release.set()
+        await asyncio.wait_for(release.wait(), 30)  # fail rather than hang if the loop were closed
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/recommend", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            send = http_sender(session, f"http://127.0.0.1:{port}/v1/recommend", [{"history": []}])
+            samples = await open_loop(send, rate=50.0, max_requests=N, max_seconds=60.0, timeout=40)
+    finally:
+        await runner.cleanup()
+    return samples, peak_in_flight
+
+
+def test_open_loop_sends_on_schedule_against_a_stalling_server():
+    samples, peak = asyncio.run(run_against_stalling_server())
+    assert len(samples) == N and all(s.status == "ok" for s in samples)
+    assert peak == N  # every request was in flight at once: none waited for an earlier answer
+    assert [s.scheduled for s in samples] == sorted(s.scheduled for s in samples)
+
+
+def test_summary_by_hand():
+    samples = [Sample(0.0, 0.0, 0.1, "ok"), Sample(0.5, 0.5, 0.3, "ok"), Sample(1.0, 1.0, None, "error"),
+               Sample(1.2, 1.25, None, "timeout")]
+    s = summarize(samples, offered_rate=3.0)
+    assert (s["requests"], s["ok"], s["errors"], s["timeouts"]) == (4, 2, 1, 1)
+    assert math.isclose(s["throughput"], 2 / 0.8)  # 2 answers between the first send and the last answer
+    assert math.isclose(s["p50_ms"], 200.0) and math.isclose(s["max_send_lag_ms"], 50.0)

@@ -1,0 +1,146 @@
+"""The LLM engine against transformers `generate` (greedy, token for token) on tiny random models, with
+chunked prefill and prefix caching on and off; prefix-cache counters; preemption under a small cache;
+stop conditions, n > 1 and seeds."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from grserve.engine.llm_engine import LLMEngine, LLMEngineConfig
+from grserve.sampling.params import SamplingParams
+
+PROMPTS = [[5, 17, 42, 99, 3, 250, 7], [11] * 3, list(range(20, 70)), [300, 301, 302, 9, 8, 7, 6, 5, 4, 3, 44, 45, 46],
+           [1, 2]]
+
+
+def hf_greedy(model_dir, prompts, max_new):
+    hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    out = []
+    for p in prompts:
+        ids = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                          max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False, pad_token_id=0)
+        out.append(ids[0, len(p):].tolist())
+    return out
+
+
+def run_all(engine, prompts, params):
+    reqs = [engine.add_request(p, params) for p in prompts]  # all at once: one mixed batch
+    results = []
+    for r in reqs:
+        tokens = []
+        done = 0
+        while done < len(r.seqs):
+            d = r.outputs.get(timeout=120)
+            assert not isinstance(d, Exception), d
+            tokens += d.token_ids
+            done += d.finish_reason is not None
+        results.append(tokens)
+    return results
+
+
+@pytest.mark.parametrize("chunked,prefix,budget,spec", [(True, True, 16, 0), (False, True, 512, 0),
+                                                        (True, False, 7, 0), (False, False, 512, 0),
+                                                        (True, True, 16, 3), (False, False, 512, 4)])
+@pytest.mark.parametrize("model_fixture", ["llm_dir", "qwen_dir"])
+def test_greedy_equals_transformers(request, model_fixture, chunked, prefix, budget, spec):
+    model_dir = request.getfixturevalue(model_fixture)
+    expected = hf_greedy(model_dir, PROMPTS, 12)
+    engine = LLMEngine(model_dir, LLMEngineConfig(block_size=4, chunked_prefill=chunked, prefix_caching=prefix,
+                                                  max_num_batched_tokens=budget, speculative_tokens=spec))
+    try:
+        params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+        assert run_all(engine, PROMPTS, params) == expected
+        assert run_all(engine, PROMPTS, params) == expected  # again: now with cached prefixes when on
+    finally:
+        engine.shutdown()
+
+
+def test_prompt_lookup_speculation_accepts_drafts_and_changes_nothing(llm_dir):
+    """A prompt that repeats itself gives n-gram drafts; greedy output is the same as without them."""
+    prompt = [40, 41, 42, 43, 44, 45] * 6
+    expected = hf_greedy(llm_dir, [prompt], 30)[0]
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, speculative_tokens=4))
+    try:
+        ((tokens, _, _),) = engine.generate_sync(prompt, SamplingParams(temperature=0, max_tokens=30, ignore_eos=True))
+        assert tokens == expected
+        assert engine.num_draft_tokens > 0  # drafts were proposed and verified
+        assert engine.num_accepted_tokens <= engine.num_draft_tokens
+    finally:
+        engine.shutdown()
+
+
+def test_shared_prefix_computes_only_the_remainder(llm_dir):
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=16, max_num_batched_tokens=256))
+    prefix = [(7 * i) % 390 + 5 for i in range(1000)]
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    try:
+        first = engine.generate_sync(prefix + [11, 12, 13], params)
+        before = engine.num_computed_tokens
+        second = engine.generate_sync(prefix + [21, 22], params)
+        computed = engine.num_computed_tokens - before
+        # 1,000 shared tokens = 62 full blocks of 16 (992 tokens) come from the cache
+        assert engine.blocks.hits >= 62
+        assert computed == (1002 - 992) + 3  # the remainder of the prompt, then 3 decode steps
+        assert first[0][0] and second[0][0]
+    finally:
+        engine.shutdown()
+
+
+def test_small_cache_preempts_and_stays_within_budget(llm_dir):
+    # 40 blocks of 4 tokens: 6 requests of 30+12 tokens cannot all hold their KV at once
+    block_bytes = 2 * 2 * 4 * 2 * 16 * 4
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, kv_cache_bytes=40 * block_bytes,
+                                                max_num_batched_tokens=64))
+    prompts = [[(13 * i + 7 * j) % 390 + 5 for j in range(30)] for i in range(6)]
+    try:
+        params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+        assert engine.blocks.num_blocks == 40
+        got = run_all(engine, prompts, params)
+        assert got == hf_greedy(llm_dir, prompts, 12)
+        assert engine.blocks.blocks_in_use == 0
+    finally:
+        engine.shutdown()
+
+
+def test_stop_strings_tokens_and_lengths(llm_dir):
+    engine = LLMEngine(llm_dir)
+    try:
+        free = engine.generate_sync([5, 6, 7], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
+        tokens, text, reason = free[0]
+        assert reason == "length" and len(tokens) == 20
+        stop_text = text[3:6]
+        if stop_text:
+            (t2, text2, reason2), = engine.generate_sync([5, 6, 7], SamplingParams(
+                temperature=0, max_tokens=20, ignore_eos=True, stop=[stop_text]))
+            assert reason2 == "stop" and text2 == text[:text.find(stop_text)]
+        (t3, _, reason3), = engine.generate_sync([5, 6, 7], SamplingParams(
+            temperature=0, max_tokens=20, ignore_eos=True, stop_token_ids=[tokens[4]]))
+        assert reason3 == "stop" and t3 == tokens[:tokens.index(tokens[4])]
+    finally:
+        engine.shutdown()
+
+
+def test_n_samples_and_seeds(llm_dir):
+    engine = LLMEngine(llm_dir)
+    try:
+        params = SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=123, ignore_eos=True)
+        a = engine.generate_sync([5, 6, 7, 8], params)
+        b = engine.generate_sync([5, 6, 7, 8], params)
+        assert len(a) == 3 and [x[0] for x in a] == [x[0] for x in b]  # seeded: reproducible
+        assert len({tuple(x[0]) for x in a}) > 1  # three different continuations
+    finally:
+        engine.shutdown()
+
+
+def test_bad_requests_name_the_field(llm_dir):
+    engine = LLMEngine(llm_dir, LLMEngineConfig(max_model_len=64))
+    try:
+        with pytest.raises(ValueError, match="^prompt"):
+            engine.add_request([], SamplingParams())
+        with pytest.raises(ValueError, match="^prompt"):
+            engine.add_request([10 ** 6], SamplingParams())
+        with pytest.raises(ValueError, match="^max_tokens"):
+            engine.add_request([5] * 60, SamplingParams(max_tokens=10))
+    finally:
+        engine.shutdown()

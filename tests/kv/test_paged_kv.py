@@ -1,0 +1,119 @@
+"""PagedKVCache: prefill (whole or chunked), decode and prefix-cache hits, mixed in batched steps, give the logits
+of a plain forward of each complete sequence."""
+
+import pytest
+import torch
+
+from grserve.kv.block_manager import BlockManager
+from grserve.kv.paged_kv import PagedKVCache
+from grserve.model import Transformer
+from tests.kv import ARCHITECTURES, tiny_model
+
+BS = 4
+# One step's work for one sequence: (block table, its tokens so far, first and end position computed now).
+Work = tuple[list[int], list[int], int, int]
+
+
+def paged(model: Transformer, num_blocks: int) -> tuple[BlockManager, PagedKVCache]:
+    c = model.config
+    return (BlockManager(num_blocks, BS),
+            PagedKVCache(c.num_hidden_layers, num_blocks, BS, c.num_key_value_heads, c.head_dim))
+
+
+@torch.no_grad()
+def run_step(model: Transformer, manager: BlockManager, cache: PagedKVCache, work: list[Work]) -> None:
+    """One engine step over right-padded rows; each sequence's logits checked against a full forward."""
+    T = max(end - start for _, _, start, end in work)
+    ids = torch.zeros(len(work), T, dtype=torch.long)
+    positions = torch.zeros(len(work), T, dtype=torch.long)
+    slots = torch.full((len(work), T), -1)
+    contexts = []
+    for i, (table, tokens, start, end) in enumerate(work):
+        ids[i, :end - start] = torch.tensor(tokens[start:end])
+        positions[i, :end - start] = torch.arange(start, end)
+        slots[i, :end - start] = torch.tensor(manager.slot_mapping(table, start, end))
+        contexts.append(torch.tensor(manager.slot_mapping(table, 0, end)))
+    cache.prepare(slots, contexts, positions)
+    logits, returned = model(ids, positions, past=cache)
+    assert returned is cache
+    for i, (_, tokens, start, end) in enumerate(work):
+        expected, _ = model(torch.tensor(tokens[:end])[None], torch.arange(end)[None])
+        torch.testing.assert_close(logits[i, :end - start], expected[0, start:end], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("chunk", [None, 5])
+def test_prefill_chunks_and_decode_match_full_forward(architecture, chunk):
+    """Prompts of 7, 13 and 3 tokens, prefilled whole or 5 tokens a step, then 3 decode tokens each; with chunks,
+    one sequence's prefill chunk shares a step with another's decode token."""
+    model = tiny_model(architecture)
+    manager, cache = paged(model, num_blocks=16)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, 64, (n,), generator=g).tolist() for n in (7, 13, 3)]
+    tables = [manager.allocate(p)[0] for p in prompts]
+    tokens, computed = [list(p) for p in prompts], [0] * 3
+    while any(c < len(p) + 3 for c, p in zip(computed, prompts)):
+        work = []
+        for i, prompt in enumerate(prompts):
+            if computed[i] < len(prompt):
+                end = len(prompt) if chunk is None else min(len(prompt), computed[i] + chunk)
+            elif computed[i] < len(prompt) + 3:
+                tokens[i].append(int(torch.randint(1, 64, (), generator=g)))
+                end = computed[i] + 1
+            else:
+                continue
+            manager.append_slot(tables[i], tokens[i][:end])
+            work.append((tables[i], tokens[i], computed[i], end))
+            computed[i] = end
+        run_step(model, manager, cache, work)
+    assert manager.hits == 0 and manager.blocks_in_use == 3 + 4 + 2
+    for table in tables:
+        manager.free(table)
+    assert manager.num_free_blocks == 16
+
+
+@pytest.mark.parametrize("same_step", [False, True])
+def test_prefix_hit_computes_only_the_remainder(same_step):
+    """b shares a's first 2 blocks: allocated after a's are registered, it computes tokens 8.. only, either in a
+    later step (a finished and freed, its blocks cached) or in a's own prefill step."""
+    model = tiny_model("LlamaForCausalLM")
+    manager, cache = paged(model, num_blocks=12)
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(1, 64, (11,), generator=g).tolist()
+    b = a[:8] + torch.randint(1, 64, (5,), generator=g).tolist()
+    table_a, _ = manager.allocate(a)
+    manager.append_slot(table_a, a)
+    if not same_step:
+        run_step(model, manager, cache, [(table_a, a, 0, 11)])
+        manager.free(table_a)
+    table_b, cached = manager.allocate(b)
+    assert cached == 8 and table_b[:2] == table_a[:2] and manager.hits == 2
+    manager.append_slot(table_b, b)
+    work = [(table_a, a, 0, 11)] if same_step else []
+    run_step(model, manager, cache, work + [(table_b, b, 8, 13)])
+    # A prompt that hits in every block still computes its last block.
+    table_c, cached = manager.allocate(a[:8])
+    assert cached == 4 and table_c[0] == table_a[0]
+    run_step(model, manager, cache, [(table_c, a[:8], 4, 8)])
+
+
+@torch.no_grad()
+def test_attend_writes_slots_and_zeroes_padding_rows():
+    cache = PagedKVCache(num_layers=1, num_blocks=4, block_size=BS, num_kv_heads=2, head_dim=8)
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 4, 3, 8, generator=g)
+    k, v = torch.randn(2, 2, 2, 3, 8, generator=g)
+    slots = torch.tensor([[4, 5, 6], [9, -1, -1]])  # the second sequence decodes one token at position 2
+    cache.prepare(slots, [torch.tensor([4, 5, 6]), torch.tensor([12, 13, 9])], torch.tensor([[0, 1, 2], [2, 0, 0]]))
+    out = cache.attend(0, q, k, v)
+    torch.testing.assert_close(cache.kv[0, 0, 4:7], k[0].transpose(0, 1))
+    torch.testing.assert_close(cache.kv[0, 1, 9], v[1, :, 0])
+    assert out.shape == q.shape and not out[1, :, 1:].any() and out[1, :, 0].any()
+    # The first query sees only the first key: its output is that key's value (per kv head, for 2 query heads).
+    torch.testing.assert_close(out[0, :, 0], v[0, :, 0].repeat_interleave(2, dim=0))
+
+
+def test_kv_bytes_match_the_budget_sizing():
+    cache = PagedKVCache(num_layers=2, num_blocks=5, block_size=16, num_kv_heads=2, head_dim=8, dtype=torch.float16)
+    assert cache.kv_bytes() == 5 * 2048
+    assert BlockManager.from_budget(cache.kv_bytes(), 16, 2, 2, 8, torch.float16).num_blocks == 5
