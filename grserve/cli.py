@@ -98,7 +98,7 @@ def cmd_bench_gr(args) -> None:
     if args.quick:  # workload (a) only, short runs: under a minute
         opts.duration_s, opts.agreement_requests, opts.baseline_requests = 2.0, 4, 2
     run = run_bench(opts)
-    path = save(run, opts.out_dir)
+    path = save(run, opts.out_dir, "-quick" if args.quick else "")
     files = write_report(path)
     if args.quick:
         print(json.dumps(run["headline"]))
@@ -107,13 +107,22 @@ def cmd_bench_gr(args) -> None:
 
 
 def cmd_bench_llm(args) -> None:
-    from grserve.bench.llm_bench import run_llm_bench, save_llm
+    from grserve.bench.gr_bench import save
+    from grserve.bench.llm_bench import run_llm_bench
     run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens)
-    path = save_llm(run, args.out)
+    path = save(run, args.out)
     print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
                       "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
                       "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "greedy_agreement": run["greedy_agreement"],
                       "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
+
+
+def cmd_router(args) -> None:
+    import uvicorn
+
+    from grserve.service.router import create_router_app
+    uvicorn.run(create_router_app(args.etcd, args.policy, args.retries), host=args.host, port=args.port,
+                log_level="info")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,6 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("router", help="route the public API over the instances registered in etcd")
+    p.add_argument("--etcd", required=True, help="etcd URL, e.g. http://127.0.0.1:2379")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--policy", choices=("round-robin", "least-loaded", "cache-aware"), default="least-loaded")
+    p.add_argument("--retries", type=int, default=2, help="other instances tried after a failure")
+    p.set_defaults(func=cmd_router)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     p = with_model(bench.add_parser("attention", help="staged vs expanded attention; engine vs reference"))

@@ -63,8 +63,8 @@ class Recommender:
         return [r for r in rows if r is not None]
 
     def _build(self, history: list, top_n: int, beam_width: int, exclude_history: bool,
-               exclude: list | None, allow: list | None,
-               deadline: float | None = None) -> tuple[GRRequest, list[str]]:
+               exclude: list | None, allow: list | None, deadline: float | None = None,
+               priority: int = 0) -> tuple[GRRequest, list[str]]:
         warnings: list[str] = []
         rows = self._rows(history, "history", warnings)
         exclude_rows = set(self._rows(exclude or [], "exclude", warnings))
@@ -75,7 +75,7 @@ class Recommender:
                 raise InvalidRequest("history", f"{len(rows)} known items exceed the model's context of {limit}")
             warnings.append(f"history truncated to its newest {limit} items")
         request = self.request(rows, top_n, beam_width, exclude_history, exclude_rows, allow_rows)
-        request.deadline = deadline
+        request.deadline, request.priority = deadline, priority
         self.engine.validate(request)
         return request, warnings
 
@@ -101,8 +101,9 @@ class Recommender:
 
     async def recommend_async(self, history: list, top_n: int = 10, beam_width: int = 64,
                               exclude_history: bool = True, exclude: list | None = None,
-                              allow: list | None = None,
-                              deadline: float | None = None) -> tuple[Recommendation, GRResult]:
-        request, warnings = self._build(history, top_n, beam_width, exclude_history, exclude, allow, deadline)
+                              allow: list | None = None, deadline: float | None = None,
+                              priority: int = 0) -> tuple[Recommendation, GRResult]:
+        request, warnings = self._build(history, top_n, beam_width, exclude_history, exclude, allow, deadline,
+                                        priority)
         result = await self.engine.submit_async(request)
         return self._finish(request, result.items, warnings), result

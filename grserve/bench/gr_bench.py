@@ -96,7 +96,8 @@ def run_workload(workload: Workload, opts: BenchOptions, systems: dict, baseline
               "flops_per_request": request_flops(bundle.model.config, workload.prompt_len, workload.beam_width),
               "systems": {}}
     reference = None
-    candidates = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches)
+    # Steps of at most half the SLO: a request then waits at most about one step before its own.
+    candidates = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches, opts.slo_ms / 2)
                   for name, switches in systems.items()]
     candidates += _baselines(workload, opts) if baselines else []
     for system in candidates:
@@ -163,9 +164,10 @@ def headline(run: dict) -> dict:
             "ratio_vs_hf": g / h if g and h else None, "ratio_vs_vllm": g / v if g and v else None}
 
 
-def save(run: dict, out_dir: str) -> Path:
+def save(run: dict, out_dir: str, suffix: str = "") -> Path:
+    """`<kind>-<time><suffix>.json` under `out_dir` (every bench run's record)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"gr-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if run['options']['quick'] else ''}.json"
+    path = out / f"{run['kind']}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}.json"
     path.write_text(json.dumps(run, indent=1) + "\n")
     return path

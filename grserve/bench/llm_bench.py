@@ -9,11 +9,9 @@ that of a 1-token `generate` of the batch and its TPOT the rest of the time over
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 import random
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -90,10 +88,3 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
             "ratio_tokens_per_s_vs_hf": ours["output_tokens_per_s"] / hf["output_tokens_per_s"],
             "vllm": None, "vllm_note": "not run: the vLLM LLM baseline is not wired into bench llm yet"}
 
-
-def save_llm(run: dict, out_dir: str) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"llm-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(run, indent=1) + "\n")
-    return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from grserve.beam.candidates import CandidateTables
@@ -64,16 +65,20 @@ class GRModelRunner:
             self.kv = ExpandedKVCache(mc.num_hidden_layers, config.max_batch_rows)
 
     def prepare(self, requests: list[GRRequest]) -> PreparedBatch:
+        # Host work in numpy: torch ops here would start a second OpenMP team beside the step thread's,
+        # and on few cores the two teams slow each other down.
         R, P = len(requests), max(len(r.prompt) for r in requests)
-        ids = torch.full((R, P), PAD, dtype=torch.long)
-        valid = torch.zeros(R, P, dtype=torch.bool)
+        ids = np.full((R, P), PAD, dtype=np.int64)
+        valid = np.zeros((R, P), dtype=bool)
         for i, r in enumerate(requests):
-            ids[i, P - len(r.prompt):] = torch.tensor(r.prompt, dtype=torch.long)
+            ids[i, P - len(r.prompt):] = r.prompt
             valid[i, P - len(r.prompt):] = True
-        mask = torch.ones(P, P, dtype=torch.bool).tril() & valid[:, None, :]
+        mask = np.tril(np.ones((P, P), dtype=bool)) & valid[:, None, :]
         filters = [build_filter(self.tables, r.exclude, r.allow) for r in requests]
-        return PreparedBatch(requests, ids, (valid.cumsum(1) - 1).clamp(min=0), valid, mask[:, None],
-                             valid.sum(1), torch.tensor([r.beam_width for r in requests]), filters)
+        positions = np.maximum(valid.cumsum(1) - 1, 0)
+        return PreparedBatch(requests, torch.from_numpy(ids), torch.from_numpy(positions), torch.from_numpy(valid),
+                             torch.from_numpy(mask[:, None]), torch.from_numpy(valid.sum(1)),
+                             torch.tensor([r.beam_width for r in requests]), filters)
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()

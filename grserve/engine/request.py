@@ -33,6 +33,7 @@ class GRRequest:
     exclude: set[int] = field(default_factory=set)  # item rows never returned (history included)
     allow: set[int] | None = None  # when given, only these item rows may be returned
     deadline: float | None = None  # time.perf_counter() by which it must start, or None
+    priority: int = 0  # 0 online, 1 offline: offline waits while any online request can start
     request_id: int = field(default_factory=lambda: next(_ids))
     arrival: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future, repr=False)

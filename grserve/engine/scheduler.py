@@ -1,6 +1,7 @@
 """Fixed-step scheduling: a request is scheduled once and its whole 3-level beam search runs in one
-engine step, so the scheduler only forms batches. Waiting requests are ordered by deadline (earliest
-first; no deadline last, then arrival); a batch takes them in that order while the padded beam rows
+engine step, so the scheduler only forms batches. Waiting requests are ordered by priority (online
+before offline: offline work only fills capacity online requests leave), then deadline (earliest first;
+no deadline last), then arrival; a batch takes them in that order while the padded beam rows
 (requests x widest beam) and padded prompt tokens (requests x longest prompt) stay within budget.
 Requests whose deadline has passed, or that were cancelled, are never started."""
 from __future__ import annotations
@@ -9,6 +10,9 @@ import heapq
 import math
 import threading
 import time
+from collections import deque
+
+import numpy as np
 
 from grserve.engine.config import EngineConfig
 from grserve.engine.request import DeadlineExceeded, EngineOverloaded, GRRequest
@@ -17,9 +21,37 @@ from grserve.engine.request import DeadlineExceeded, EngineOverloaded, GRRequest
 class FixedStepScheduler:
     def __init__(self, config: EngineConfig):
         self.config = config
-        self.waiting: list[tuple[float, int, GRRequest]] = []
+        self.waiting: list[tuple[int, float, int, GRRequest]] = []
         self.waiting_rows = 0
         self.ready = threading.Condition()
+        # (work, seconds) of recent steps: step time is modelled as fixed + per-unit cost, where a unit is
+        # a padded beam row or a padded prompt token, fitted by least squares.
+        self.recent_steps: deque[tuple[int, float]] = deque(maxlen=64)
+
+    @staticmethod
+    def work(requests: int, width: int, length: int) -> int:
+        return requests * (width + length)
+
+    def observe_step(self, requests: int, width: int, length: int, seconds: float) -> None:
+        self.recent_steps.append((self.work(requests, width, length), seconds))
+
+    def _work_budget(self) -> float:
+        """Work that fits in `target_step_ms` by the fitted model (infinite when off or not yet known)."""
+        target = self.config.target_step_ms
+        works = {w for w, _ in self.recent_steps}
+        if target is None or len(works) < 3:
+            return float("inf")
+        per_unit, fixed = np.polyfit(*zip(*self.recent_steps), 1)
+        if per_unit <= 0:
+            return float("inf")
+        return max(target / 1000 - max(fixed, 0.0), 0.0) / per_unit
+
+    def full_batch_waiting(self) -> bool:
+        """Whether the waiting requests already fill a batch: forming it early then delays nobody."""
+        with self.ready:
+            return self.waiting_rows >= self.config.max_batch_rows or \
+                len(self.waiting) >= self.config.max_batch_requests or \
+                self.waiting_rows * 2 >= self._work_budget()
 
     def add(self, request: GRRequest) -> None:
         c = self.config
@@ -27,7 +59,7 @@ class FixedStepScheduler:
             if len(self.waiting) >= c.max_queue_requests or self.waiting_rows + request.beam_width > c.max_queue_rows:
                 raise EngineOverloaded(f"queue full: {len(self.waiting)} requests, {self.waiting_rows} beam rows")
             deadline = request.deadline if request.deadline is not None else math.inf
-            heapq.heappush(self.waiting, (deadline, request.request_id, request))
+            heapq.heappush(self.waiting, (request.priority, deadline, request.request_id, request))
             self.waiting_rows += request.beam_width
             self.ready.notify()
 
@@ -35,15 +67,20 @@ class FixedStepScheduler:
         return len(self.waiting)
 
     def _pop(self) -> GRRequest:
-        request = heapq.heappop(self.waiting)[2]
+        request = heapq.heappop(self.waiting)[-1]
         self.waiting_rows -= request.beam_width
         return request
 
     def _drop_unstartable(self) -> None:
-        # Heap order is deadline order: once the head can start, every request behind it can too.
+        # Expired or cancelled requests are dropped wherever they wait (the heap is rebuilt only then).
         now = time.perf_counter()
-        while self.waiting and (self.waiting[0][2].expired(now) or self.waiting[0][2].future.cancelled()):
-            request = self._pop()
+        dead = [e for e in self.waiting if e[-1].expired(now) or e[-1].future.cancelled()]
+        if not dead:
+            return
+        self.waiting = [e for e in self.waiting if not (e[-1].expired(now) or e[-1].future.cancelled())]
+        heapq.heapify(self.waiting)
+        for *_, request in dead:
+            self.waiting_rows -= request.beam_width
             if not request.future.cancelled():
                 request.future.set_exception(DeadlineExceeded(f"deadline passed {1000 * (now - request.deadline):.1f} ms ago"))
 
@@ -55,17 +92,18 @@ class FixedStepScheduler:
                 return []
             batch: list[GRRequest] = []
             width = length = 0
+            budget = self._work_budget()
             self._drop_unstartable()
             while self.waiting and len(batch) < c.max_batch_requests:
-                nxt = self.waiting[0][2]
+                nxt = self.waiting[0][-1]
                 w, p = max(width, nxt.beam_width), max(length, len(nxt.prompt))
                 if batch and ((len(batch) + 1) * w > c.max_batch_rows
-                              or (len(batch) + 1) * p > c.max_batch_prompt_tokens):
+                              or (len(batch) + 1) * p > c.max_batch_prompt_tokens
+                              or self.work(len(batch) + 1, w, p) > budget):
                     break
                 request = self._pop()
                 if not request.future.set_running_or_notify_cancel():
                     continue  # cancelled while waiting (its client went away)
                 batch.append(request)
                 width, length = w, p
-                self._drop_unstartable()
             return batch

@@ -79,6 +79,10 @@ class BlockManager:
     def _blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
+    def registered_hashes(self, limit: int) -> list[int]:
+        """Up to `limit` hashes of prefixes this cache can serve (what cache-aware routing matches against)."""
+        return list(self._hash_to_block)[-limit:]
+
     def can_allocate(self, num_tokens: int) -> bool:
         """Whether a prompt of `num_tokens` surely fits: free blocks for all its blocks, as if none were a hit."""
         return self._blocks_for(num_tokens) <= self.num_free_blocks

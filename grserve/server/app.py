@@ -93,7 +93,8 @@ async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") ->
     try:
         out, result = await asyncio.wait_for(
             rec.recommend_async(req.history, req.top_n, req.beam_width, req.exclude_history, req.exclude, req.allow,
-                                deadline=started + timeout_ms / 1000), timeout_ms / 1000)
+                                deadline=started + timeout_ms / 1000, priority=int(req.priority == "offline")),
+            timeout_ms / 1000)
     except InvalidRequest as e:
         raise ApiError(400, prefix + str(e), prefix + e.param)
     except EngineOverloaded as e:

@@ -33,6 +33,11 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     log_requests: bool = False  # one JSON line per request at INFO
     device: str = "cpu"
+    register: str | None = None  # etcd URL: register this instance there under a lease, with heartbeats
+    role: str = "mixed"  # mixed | prefill | decode
+    advertise: str | None = None  # the address routers use (default http://host:port)
+    lease_ttl_s: int = 5
+    heartbeat_s: float = 1.0
     gr_model: bool = True  # False when `model` names an LLM directory: only the OpenAI routes serve then
 
     def __post_init__(self) -> None:
@@ -43,6 +48,8 @@ class ServerConfig:
             self.llm_model, self.model, self.gr_model = self.model, None, False
         if self.history_overflow not in ("truncate", "reject"):
             raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {self.history_overflow!r}")
+        if self.role not in ("mixed", "prefill", "decode"):
+            raise ValueError(f"role must be mixed, prefill or decode, got {self.role!r}")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
             raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
         self.engine_config()  # validates the engine's share

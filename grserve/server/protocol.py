@@ -1,7 +1,7 @@
 """The HTTP schema: pydantic models for /v1/recommend, /v1/recommend/batch and the error body."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,6 +21,7 @@ class RecommendRequest(BaseModel):
     exclude_history: bool = True
     timeout_ms: int | None = Field(None, ge=1, description="deadline; default from the server config")
     request_id: str | None = Field(None, max_length=128)
+    priority: Literal["online", "offline"] = Field("online", description="offline waits behind online work")
 
     @model_validator(mode="after")
     def top_n_within_beam(self) -> "RecommendRequest":

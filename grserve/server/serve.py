@@ -17,11 +17,14 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state, drain_timeout_s: float):
         super().__init__(config)
         self.state, self.drain_timeout_s = state, drain_timeout_s
+        self.registration = None
 
     def handle_exit(self, sig, frame) -> None:
         if self.state.draining:
             return super().handle_exit(sig, frame)
         self.state.draining = True
+        if self.registration is not None:  # routers stop sending here before the drain begins
+            threading.Thread(target=self.registration.stop, daemon=True).start()
         logging.getLogger("grserve").info("draining: %d requests in flight", self.state.inflight)
 
         def wait_then_exit():
@@ -41,4 +44,40 @@ def run_server(config: ServerConfig) -> None:
     server = DrainingServer(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                            timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
                             app.state.grserve, config.drain_timeout_s)
+    if config.register:
+        threading.Thread(target=register_when_ready, args=(server, config), name="grserve-register",
+                         daemon=True).start()
     server.run()
+
+
+def instance_load(state) -> dict:
+    """What heartbeats report: the GR engine's queue and beam rows, the LLM cache's use and prefix blocks."""
+    load = {"queue_depth": 0, "running_rows": 0, "kv_usage": 0.0, "prefix_hashes": []}
+    if state.recommender is not None:
+        engine = state.recommender.engine
+        load["queue_depth"] += engine.waiting_requests
+        load["running_rows"] += engine.running_rows
+    if state.llm is not None:
+        blocks = state.llm.blocks
+        load["queue_depth"] += len(state.llm.scheduler.waiting)
+        load["kv_usage"] = blocks.blocks_in_use / blocks.num_blocks
+        load["prefix_hashes"] = blocks.registered_hashes(limit=4096)
+    return load
+
+
+def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
+    """Registers once the socket listens and the models are loaded, then heartbeats until drained."""
+    from grserve.service.registry import InstanceInfo, Registry
+    state = server.state
+    while not (server.started and state.loaded) and not server.should_exit:
+        time.sleep(0.05)
+    if server.should_exit:
+        return
+    kinds = (["gr"] if config.gr_model else []) + (["llm"] if config.llm_model else [])
+    info = InstanceInfo(instance_id=f"{config.host}:{config.port}",
+                        address=config.advertise or f"http://{config.host}:{config.port}",
+                        model=state.model_name if config.gr_model else state.llm_name, kinds=kinds, role=config.role)
+    server.registration = Registry(config.register).register(info, ttl=config.lease_ttl_s)
+    server.registration.start_heartbeats(lambda: instance_load(state), interval=config.heartbeat_s)
+    logging.getLogger("grserve").info("registered %s (incarnation %s) in %s", info.instance_id, info.incarnation,
+                                      config.register)

@@ -17,7 +17,7 @@ SWITCHES = {
     "expanded-kv": {"separated_kv": False},
     "full-sort": {"early_topk": False},
     "dense-mask": {"trie_candidates": False},
-    "no-overlap": {"overlap": False},
+    "overlap-on": {"overlap": True},
 }
 
 

@@ -57,3 +57,13 @@ def test_queue_is_bounded_by_beam_rows():
     with pytest.raises(EngineOverloaded, match="beam rows"):
         s.add(req(64, 3))
     s.add(req(36, 3))
+
+
+def test_online_before_offline():
+    s = FixedStepScheduler(EngineConfig(max_beam_width=8, max_batch_rows=8))
+    offline, online = req(8, 5), req(8, 5)
+    offline.priority = 1
+    s.add(offline)
+    s.add(online)  # arrives later, starts first
+    assert s.schedule() == [online]
+    assert s.schedule() == [offline]

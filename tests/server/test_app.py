@@ -39,7 +39,7 @@ def test_health_models_openapi(base_url, bundle):
     schema = spec["components"]["schemas"]["RecommendRequest"]
     assert schema["additionalProperties"] is False
     assert {"history", "top_n", "beam_width", "exclude", "allow", "exclude_history", "timeout_ms",
-            "request_id"} == set(schema["properties"])
+            "request_id", "priority"} == set(schema["properties"])
     assert {"400", "429", "504"} <= set(spec["paths"]["/v1/recommend"]["post"]["responses"])
 
 

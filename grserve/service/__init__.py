@@ -1,0 +1,1 @@
+"""The service layer: engine instances register in etcd, routers read the live set and forward requests."""
