@@ -79,7 +79,8 @@ class LLMEngine:
                                                mc.num_key_value_heads, mc.head_dim, dtype, c.prefix_caching)
         self.scheduler = LLMScheduler(LLMSchedulerConfig(c.max_num_batched_tokens, c.max_num_seqs, c.chunked_prefill),
                                       self.blocks)
-        self.runner = LLMModelRunner(self.model, self.blocks, c.device)
+        self.runner: LLMModelRunner | None = None
+        self._runner_ready = threading.Event()
         self.sampler = Sampler()
         self.requests: dict[int, _Request] = {}  # by seq_id
         self.lock = threading.Lock()
@@ -89,6 +90,7 @@ class LLMEngine:
         self.num_computed_tokens = self.num_draft_tokens = self.num_accepted_tokens = 0
         self.thread = threading.Thread(target=self._loop, name="llm-step", daemon=True)
         self.thread.start()
+        self._runner_ready.wait()
 
     def check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raises ValueError ("field: reason") when the request cannot run on this model and cache."""
@@ -168,6 +170,10 @@ class LLMEngine:
         self.thread.join(timeout=10)
 
     def _loop(self) -> None:
+        # The KV storage is allocated on the thread that uses it (as the GR engine's runner): buffers from
+        # another thread measured markedly slower on the CPU.
+        self.runner = LLMModelRunner(self.model, self.blocks, self.config.device)
+        self._runner_ready.set()
         while not self.stopped.is_set():
             with self.lock:
                 step = self.scheduler.schedule() if self.scheduler.has_work() else None

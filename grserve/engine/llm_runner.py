@@ -1,6 +1,6 @@
 """Tensors for one continuous-batching step: the scheduled sequences' new tokens (prefill chunks and
-decode tokens side by side), their positions and KV slots, one forward over the paged cache, and the
-logits at the last new token of every sequence that is ready to sample."""
+decode tokens side by side, packed into one row so that nothing is padded), their positions and KV slots,
+one forward over the paged cache, and the logits at the last new token of every sequence ready to sample."""
 from __future__ import annotations
 
 import torch
@@ -20,27 +20,26 @@ class LLMModelRunner:
 
     @torch.no_grad()
     def run(self, seqs: list[Sequence], num_tokens: list[int]) -> tuple[list[Sequence], list[torch.Tensor]]:
-        """Computes each sequence's next `num_tokens` tokens (its speculative draft included); returns the
-        sequences whose computed tokens now reach their end (they sample next) and, for each, the logits
-        [1 + len(draft), V] of its last 1 + len(draft) positions (float32, on the CPU)."""
-        B, T = len(seqs), max(num_tokens)
-        ids = torch.zeros(B, T, dtype=torch.long)
-        positions = torch.zeros(B, T, dtype=torch.long)
-        slots = torch.full((B, T), -1, dtype=torch.long)
-        context = []
-        for b, (seq, n) in enumerate(zip(seqs, num_tokens)):
+        """Computes each sequence's next `num_tokens` tokens (its speculative draft included), all packed
+        into one row; returns the sequences whose computed tokens now reach their end (they sample next)
+        and, for each, the logits [1 + len(draft), V] of its last 1 + len(draft) positions (float32, CPU)."""
+        ids, positions, slots, owner, context, ends = [], [], [], [], [], []
+        for i, (seq, n) in enumerate(zip(seqs, num_tokens)):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
-            ids[b, :n] = torch.tensor((seq.token_ids + seq.draft)[start:end])
-            positions[b, :n] = torch.arange(start, end)
-            slots[b, :n] = torch.tensor(self.blocks.slot_mapping(seq.block_table, start, end))
-            context.append(torch.tensor(self.blocks.slot_mapping(seq.block_table, 0, end), device=self.device))
-        self.kv.prepare(slots.to(self.device), context, positions.to(self.device))
-        hidden, _ = self.model.model(ids.to(self.device), positions.to(self.device), None, self.kv)
-        ready = [b for b, (seq, n) in enumerate(zip(seqs, num_tokens))
+            ids += (seq.token_ids + seq.draft)[start:end]
+            positions += range(start, end)
+            slots += self.blocks.slot_mapping(seq.block_table, start, end)
+            owner += [i] * n
+            context.append(torch.tensor(self.blocks.slot_mapping(seq.block_table, 0, end)))
+            ends.append(len(ids))
+        positions_t = torch.tensor(positions)
+        self.kv.prepare_packed(torch.tensor(slots), torch.tensor(owner), positions_t, context)
+        hidden, _ = self.model.model(torch.tensor([ids], device=self.device), positions_t[None].to(self.device),
+                                     None, self.kv)
+        ready = [i for i, (seq, n) in enumerate(zip(seqs, num_tokens))
                  if seq.num_computed_tokens + n == seq.num_tokens + len(seq.draft)]
-        rows = [hidden[b, num_tokens[b] - 1 - len(seqs[b].draft):num_tokens[b]] for b in ready]
+        rows = [hidden[0, ends[i] - 1 - len(seqs[i].draft):ends[i]] for i in ready]
         logits = self.model.lm_head(torch.cat(rows)).float().cpu() if rows else None
         for seq, n in zip(seqs, num_tokens):
             seq.num_computed_tokens += n
-        sizes = [len(r) for r in rows]
-        return [seqs[b] for b in ready], list(logits.split(sizes)) if rows else []
+        return [seqs[i] for i in ready], list(logits.split([len(r) for r in rows])) if rows else []
