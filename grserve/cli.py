@@ -109,11 +109,14 @@ def cmd_bench_gr(args) -> None:
 def cmd_bench_llm(args) -> None:
     from grserve.bench.gr_bench import save
     from grserve.bench.llm_bench import run_llm_bench
-    run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens)
+    run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens,
+                        vllm_python=args.vllm_python)
     path = save(run, args.out)
     print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
                       "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
-                      "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "greedy_agreement": run["greedy_agreement"],
+                      "vllm_tokens_per_s": run["vllm"]["output_tokens_per_s"] if run["vllm"] else None,
+                      "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "ratio_vs_vllm": run["ratio_tokens_per_s_vs_vllm"],
+                      "greedy_agreement": run["greedy_agreement"], "greedy_agreement_vllm": run["greedy_agreement_vllm"],
                       "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
 
 
@@ -216,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
     p.add_argument("--out", default="benchmarks/results")
     p.set_defaults(func=cmd_bench_llm)
 

@@ -155,6 +155,15 @@ class VLLMBeamSearch:
             self.close()
             raise RuntimeError(f"{self.name}: unexpected first line from the vLLM worker: {ready}")
 
+    def generate(self, prompts: list[list[int]], max_tokens: int) -> tuple[list[list[int]], float]:
+        """Greedy continuations of `max_tokens` (ignoring EOS) and the seconds vLLM took, timed in the worker."""
+        self._send({"generate": {"prompts": prompts, "max_tokens": max_tokens}})
+        reply = self._receive(timeout=None)
+        if "error" in reply:
+            raise RuntimeError(f"{self.name}: the vLLM worker failed: {reply['error']}; its stderr ends with:\n"
+                               f"{self._stderr_tail()}")
+        return reply["outputs"], reply["seconds"]
+
     def rank(self, prompts: list[list[int]], beam_width: int, top_n: int) -> list[Ranking]:
         if 2 * beam_width > self.max_logprobs:
             raise ValueError(f"beam_width {beam_width} needs max_logprobs >= {2 * beam_width}, "

@@ -1,5 +1,6 @@
 """`grserve bench llm`: output tokens/s and TTFT/TPOT percentiles of the LLM engine against transformers
-`generate` on the same model and prompts, as ratios from one run.
+`generate` (and vLLM's offline `LLM.generate`, when its venv is given) on the same model and prompts, as
+ratios from one run.
 
 The model is a synthetic one (`grserve synth`: a LlamaForCausalLM with a word-level tokenizer), used as
 a plain LLM: token-id prompts in, greedy continuations out. grserve gets all requests at once and
@@ -12,6 +13,7 @@ import asyncio
 import platform
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,8 +67,22 @@ def _hf(model_dir: Path, prompts: list[list[int]], max_tokens: int) -> dict:
             "outputs": out[:, ids.shape[1]:].tolist()}
 
 
+def _vllm(model_dir: Path, prompts: list[list[int]], max_tokens: int, python: str) -> dict:
+    from grserve.bench.baselines import VLLMBeamSearch
+    vllm = VLLMBeamSearch(model_dir, python=python)
+    vllm.start()
+    try:
+        vllm.generate(prompts[:2], 4)  # warm-up
+        outputs, seconds = vllm.generate(prompts, max_tokens)
+    finally:
+        vllm.close()
+    return {"output_tokens_per_s": sum(len(o) for o in outputs) / seconds, "seconds": seconds,
+            "ttft": None, "tpot": None, "outputs": outputs,
+            "note": "offline LLM.generate of the whole batch, timed inside the worker; no per-token times"}
+
+
 def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 64, layers: int = 8,
-                  hidden: int = 512, seed: int = 0) -> dict:
+                  hidden: int = 512, seed: int = 0, vllm_python: str | None = None) -> dict:
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
     rng = random.Random(seed)
     engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024))
@@ -78,13 +94,16 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     finally:
         engine.shutdown()
     hf = _hf(model_dir, prompts, max_tokens)
-    agree = sum(a == b for a, b in zip(ours.pop("outputs"), hf.pop("outputs"))) / requests
+    vllm = _vllm(model_dir, prompts, max_tokens, vllm_python) if vllm_python else None
+    ours_out, hf_out = ours.pop("outputs"), hf.pop("outputs")
+    agree = sum(a == b for a, b in zip(ours_out, hf_out)) / requests
+    vllm_agree = sum(a == b for a, b in zip(ours_out, vllm.pop("outputs"))) / requests if vllm else None
     return {"kind": "llm", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
             "versions": {"torch": torch.__version__},
             "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
                          "max_tokens": max_tokens, "greedy": True},
-            "grserve": ours, "hf": hf, "greedy_agreement": agree,
+            "grserve": ours, "hf": hf, "vllm": vllm, "greedy_agreement": agree, "greedy_agreement_vllm": vllm_agree,
             "ratio_tokens_per_s_vs_hf": ours["output_tokens_per_s"] / hf["output_tokens_per_s"],
-            "vllm": None, "vllm_note": "not run: the vLLM LLM baseline is not wired into bench llm yet"}
+            "ratio_tokens_per_s_vs_vllm": ours["output_tokens_per_s"] / vllm["output_tokens_per_s"] if vllm else None}
 

@@ -4,7 +4,8 @@ It runs with the vLLM venv's python, where grserve is not installed: vllm and th
 Protocol, one JSON object per line: after loading the model it writes `{"ready": true}`; then for each request
 `{"prompts": [[ids...], ...], "beam_width": W, "top_n": N}` read from stdin it writes
 `{"results": [[[tokens, cum_logprob], ...], ...]}` (per prompt, best first, generated tokens only) or
-`{"error": "..."}`. End of stdin ends it.
+`{"error": "..."}`; for `{"generate": {"prompts": [[ids...], ...], "max_tokens": N}}` (greedy text generation,
+for `grserve bench llm`) it writes `{"outputs": [[ids...], ...], "seconds": s}`. End of stdin ends it.
 
 Replies go to a private duplicate of stdout; fd 1 itself is pointed at stderr before vLLM is imported, so
 that whatever vLLM and the engine process it spawns print cannot corrupt the protocol."""
@@ -17,6 +18,17 @@ import sys
 from pathlib import Path
 
 
+def generate(llm, request: dict) -> dict:
+    import time
+
+    from vllm import SamplingParams, TokensPrompt
+    prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompts"]]
+    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+    started = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    return {"outputs": [list(out.outputs[0].token_ids) for out in outputs], "seconds": time.perf_counter() - started}
+
+
 def serve(llm, replies) -> None:
     from vllm import TokensPrompt
     from vllm.sampling_params import BeamSearchParams
@@ -24,6 +36,9 @@ def serve(llm, replies) -> None:
     for line in sys.stdin:
         try:
             request = json.loads(line)
+            if "generate" in request:
+                replies.write(json.dumps(generate(llm, request["generate"])) + "\n")
+                continue
             params = BeamSearchParams(beam_width=request["beam_width"], max_tokens=3, length_penalty=0.0,
                                       ignore_eos=True)
             prompts = [TokensPrompt(prompt_token_ids=ids) for ids in request["prompts"]]

@@ -19,7 +19,7 @@ import torch
 from grserve.engine.llm_runner import LLMModelRunner
 from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
 from grserve.engine.sequence import ONLINE, Sequence
-from grserve.engine.speculative import accept_greedy, propose_ngram
+from grserve.engine.speculative import accept_greedy, propose_ngram, propose_with_model
 from grserve.kv.block_manager import BlockManager
 from grserve.model.loader import load_model
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
@@ -37,7 +37,8 @@ class LLMEngineConfig:
     max_num_seqs: int = 64
     chunked_prefill: bool = True
     prefix_caching: bool = True
-    speculative_tokens: int = 0  # >0: prompt-lookup speculation of that many tokens for greedy sequences
+    speculative_tokens: int = 0  # >0: speculate that many tokens for greedy sequences
+    draft_model: str | None = None  # a small model (same vocabulary) drafting them; None: prompt lookup
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     dtype: str = "float32"
     device: str = "cpu"
@@ -73,6 +74,10 @@ class LLMEngine:
         self.model = load_model(model_dir, device=c.device, dtype=dtype)
         self.tokenizer = load_tokenizer(model_dir)
         mc = self.model.config
+        self.draft_model = load_model(c.draft_model, device=c.device, dtype=dtype) if c.draft_model else None
+        if self.draft_model is not None and self.draft_model.config.vocab_size != mc.vocab_size:
+            raise ValueError(f"draft_model: vocabulary of {self.draft_model.config.vocab_size} tokens differs from "
+                             f"the model's {mc.vocab_size}")
         self.max_model_len = c.max_model_len or mc.max_position_embeddings
         self.eos_token_id = mc.eos_token_id if mc.eos_token_id is not None else self.tokenizer.eos_token_id
         self.blocks = BlockManager.from_budget(c.kv_cache_bytes, c.block_size, mc.num_hidden_layers,
@@ -230,7 +235,9 @@ class LLMEngine:
         with self.lock:
             for seq in ready:
                 if seq.finish_reason is None and self._speculable(seq):
-                    seq.draft = propose_ngram(seq.token_ids, self.config.speculative_tokens)
+                    k = self.config.speculative_tokens
+                    seq.draft = (propose_with_model(self.draft_model, seq.token_ids, k) if self.draft_model is not None
+                                 else propose_ngram(seq.token_ids, k))
                     # never draft past max_tokens or the context
                     room = min(seq.params.max_tokens - len(seq.output_token_ids), self.max_model_len - seq.num_tokens) - 1
                     seq.draft = seq.draft[:max(0, room)]

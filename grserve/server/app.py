@@ -121,7 +121,8 @@ def load_llm(config: ServerConfig) -> "LLMEngine":
     from grserve.engine.llm_engine import LLMEngine, LLMEngineConfig
     return LLMEngine(config.llm_model, LLMEngineConfig(kv_cache_bytes=config.kv_cache_bytes,
                                                        max_num_batched_tokens=config.max_num_batched_tokens,
-                                                       device=config.device))
+                                                       speculative_tokens=config.speculative_tokens,
+                                                       draft_model=config.draft_model, device=config.device))
 
 
 def create_app(config: ServerConfig, recommender: Recommender | None = None, llm=None) -> FastAPI:

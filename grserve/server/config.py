@@ -16,6 +16,8 @@ class ServerConfig:
     llm_model: str | None = None  # an LLM directory served beside the GR model
     kv_cache_bytes: int = 256 << 20  # the LLM's paged KV cache
     max_num_batched_tokens: int = 512  # LLM tokens per step (chunked prefill)
+    speculative_tokens: int = 0  # LLM: greedy speculation depth (0: off)
+    draft_model: str | None = None  # LLM: a small draft model directory (default: prompt lookup)
     host: str = "127.0.0.1"
     port: int = 8000
     max_beam_width: int = 512

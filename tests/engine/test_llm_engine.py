@@ -70,6 +70,24 @@ def test_prompt_lookup_speculation_accepts_drafts_and_changes_nothing(llm_dir):
         engine.shutdown()
 
 
+@pytest.mark.parametrize("same_model", [True, False])
+def test_draft_model_speculation_is_greedy_exact(llm_dir, tmp_path, same_model):
+    """With the target itself as the draft every token is accepted; with an unrelated random model few
+    are. Either way the output is transformers' greedy output."""
+    from tests.conftest import make_llm_dir
+    draft = llm_dir if same_model else make_llm_dir(tmp_path / "draft", seed=5, layers=1)
+    prompts = [[5, 17, 42, 99, 3], list(range(20, 40))]
+    expected = hf_greedy(llm_dir, prompts, 16)
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, speculative_tokens=3, draft_model=str(draft)))
+    try:
+        assert run_all(engine, prompts, SamplingParams(temperature=0, max_tokens=16, ignore_eos=True)) == expected
+        assert engine.num_draft_tokens > 0
+        if same_model:
+            assert engine.num_accepted_tokens == engine.num_draft_tokens
+    finally:
+        engine.shutdown()
+
+
 def test_shared_prefix_computes_only_the_remainder(llm_dir):
     engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=16, max_num_batched_tokens=256))
     prefix = [(7 * i) % 390 + 5 for i in range(1000)]
