@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from grserve.engine.llm_beam import beam_search
 from grserve.engine.llm_runner import LLMModelRunner
 from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
 from grserve.engine.sequence import ONLINE, Sequence
@@ -88,6 +89,7 @@ class LLMEngine:
         self._runner_ready = threading.Event()
         self.sampler = Sampler()
         self.requests: dict[int, _Request] = {}  # by seq_id
+        self.beam_requests: list[_Request] = []  # use_beam_search: each runs whole in one step
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopped = threading.Event()
@@ -114,6 +116,7 @@ class LLMEngine:
                     request_id: str | None = None, emit: Callable[[object], None] | None = None) -> _Request:
         """Queues a request; its outputs go to `emit`, or to `request.outputs` (a queue) when none is given."""
         self.check(prompt_token_ids, params)
+        # Beam search keeps one Sequence per returned hypothesis only as the request's bookkeeping.
         seqs = [Sequence(list(prompt_token_ids), params, priority) for _ in range(params.n)]
         gens = [make_generator(None if params.seed is None else params.seed + i) for i in range(params.n)]
         outputs = queue.Queue() if emit is None else None
@@ -121,9 +124,12 @@ class LLMEngine:
                        [IncrementalDetokenizer(self.tokenizer) for _ in seqs], ["" for _ in seqs], gens,
                        sent=[0 for _ in seqs], outputs=outputs)
         with self.lock:
-            for s in seqs:
-                self.requests[s.seq_id] = req
-                self.scheduler.add(s)
+            if params.use_beam_search:
+                self.beam_requests.append(req)
+            else:
+                for s in seqs:
+                    self.requests[s.seq_id] = req
+                    self.scheduler.add(s)
         self.wake.set()
         return req
 
@@ -174,12 +180,30 @@ class LLMEngine:
         self.wake.set()
         self.thread.join(timeout=10)
 
+    def _run_beam_search(self, req: _Request) -> None:
+        p = req.seqs[0].params
+        try:
+            hypotheses = beam_search(self.model, req.seqs[0].prompt_token_ids, p.best_of or p.n, p.n, p.max_tokens,
+                                     self.eos_token_id, p.ignore_eos, p.length_penalty)
+        except Exception as e:
+            req.emit(e)
+            return
+        for index in range(len(req.seqs)):
+            tokens, _, reason = hypotheses[index] if index < len(hypotheses) else ([], 0.0, "stop")
+            req.emit(CompletionDelta(index, self.tokenizer.decode(tokens, skip_special_tokens=True), tokens, [],
+                                     reason))
+
     def _loop(self) -> None:
         # The KV storage is allocated on the thread that uses it (as the GR engine's runner): buffers from
         # another thread measured markedly slower on the CPU.
         self.runner = LLMModelRunner(self.model, self.blocks, self.config.device)
         self._runner_ready.set()
         while not self.stopped.is_set():
+            with self.lock:
+                beam = self.beam_requests.pop(0) if self.beam_requests else None
+            if beam is not None:
+                self._run_beam_search(beam)
+                continue
             with self.lock:
                 step = self.scheduler.schedule() if self.scheduler.has_work() else None
             if not step or not step.seqs:

@@ -40,6 +40,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None  # top logprobs returned per generated token
     use_beam_search: bool = False
+    length_penalty: float = 1.0  # beam search: scores are summed log-probs / generated_length ** length_penalty
     best_of: int | None = None  # None: n; the beam width under beam search
 
     def __post_init__(self) -> None:

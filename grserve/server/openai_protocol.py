@@ -36,6 +36,9 @@ class _Sampling(BaseModel):
     ignore_eos: bool = False
     user: str | None = None
     priority: Literal["online", "offline"] = "online"
+    use_beam_search: bool = False  # vLLM's extension: n best of a beam of width best_of
+    best_of: int | None = Field(None, ge=1, le=64)
+    length_penalty: float = 1.0
 
     def sampling(self, max_tokens: int, logprobs: int | None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -44,7 +47,8 @@ class _Sampling(BaseModel):
                               frequency_penalty=self.frequency_penalty, repetition_penalty=self.repetition_penalty,
                               max_tokens=max_tokens, min_tokens=self.min_tokens, stop=stop,
                               stop_token_ids=list(self.stop_token_ids), ignore_eos=self.ignore_eos,
-                              logprobs=logprobs)
+                              logprobs=logprobs, use_beam_search=self.use_beam_search, best_of=self.best_of,
+                              length_penalty=self.length_penalty)
 
 
 class CompletionRequest(_Sampling):

@@ -104,6 +104,14 @@ def test_n_stop_and_logprobs(server):
     assert len(lp.token_logprobs) == 3 and all(len(t) == 2 for t in lp.top_logprobs)
 
 
+def test_beam_search_through_the_api(server):
+    url, client = server
+    out = client.completions.create(model="m", prompt="the cat", max_tokens=5, n=2, temperature=0,
+                                    extra_body={"use_beam_search": True, "best_of": 4, "ignore_eos": True})
+    assert sorted(c.index for c in out.choices) == [0, 1] and out.usage.completion_tokens == 10
+    assert all(c.finish_reason == "length" for c in out.choices)
+
+
 @pytest.mark.parametrize("kwargs,param", [({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
                                           ({"max_tokens": 100000}, "max_tokens"), ({"n": 0}, "n")])
 def test_bad_requests_are_openai_400s(server, kwargs, param):
