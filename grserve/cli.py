@@ -128,6 +128,16 @@ def cmd_router(args) -> None:
                 log_level="info")
 
 
+def cmd_bench_colocation(args) -> None:
+    from grserve.bench.colocation import run_colocation
+    from grserve.bench.gr_bench import save
+    run = run_colocation(online_rate=args.online_rate, duration_s=args.duration)
+    path = save(run, args.out)
+    print(json.dumps({"json": str(path), "online_p99_alone_ms": run["online_alone"]["p99_ms"],
+                      "online_p99_with_offline_ms": run["online_with_offline"]["p99_ms"],
+                      "p99_ratio": run["p99_ratio"], "offline_per_s": run["offline_per_s"]}, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,6 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
     p.add_argument("--out", default="benchmarks/results")
     p.set_defaults(func=cmd_bench_llm)
+
+    p = bench.add_parser("colocation", help="online P99 alone and beside a saturating offline load")
+    p.add_argument("--online-rate", type=float, default=20.0)
+    p.add_argument("--duration", type=float, default=8.0)
+    p.add_argument("--out", default="benchmarks/results")
+    p.set_defaults(func=cmd_bench_colocation)
 
     args = parser.parse_args(argv)
     try:

@@ -15,6 +15,9 @@ class EngineConfig:
     # Latency target of one engine step: batches are cut so that their estimated time (learned from the
     # steps so far) stays under it, so a request waits at most about two steps. None: budgets only.
     target_step_ms: float | None = None
+    # Offline work in a batch is limited to this share of target_step_ms beyond its online work, so online
+    # requests arriving while it runs wait a short step: offline fills idle capacity and yields to online.
+    offline_step_fraction: float = 0.25
     # Admission: beyond this many waiting requests, or waiting beam rows, submit raises EngineOverloaded.
     max_queue_requests: int = 1024
     max_queue_rows: int = 131072

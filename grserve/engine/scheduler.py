@@ -92,15 +92,21 @@ class FixedStepScheduler:
                 return []
             batch: list[GRRequest] = []
             width = length = 0
-            budget = self._work_budget()
             self._drop_unstartable()
+            budget = self._work_budget()
+            online = 0  # requests of the batch that are online (heap order: they come first)
             while self.waiting and len(batch) < c.max_batch_requests:
                 nxt = self.waiting[0][-1]
                 w, p = max(width, nxt.beam_width), max(length, len(nxt.prompt))
+                # Offline work adds at most a share of the step budget on top of the online work, so an
+                # online request arriving meanwhile never waits behind a long offline step.
+                limit = budget if nxt.priority == 0 else \
+                    self.work(online, w, p) + c.offline_step_fraction * budget
                 if batch and ((len(batch) + 1) * w > c.max_batch_rows
                               or (len(batch) + 1) * p > c.max_batch_prompt_tokens
-                              or self.work(len(batch) + 1, w, p) > budget):
+                              or self.work(len(batch) + 1, w, p) > limit):
                     break
+                online += nxt.priority == 0
                 request = self._pop()
                 if not request.future.set_running_or_notify_cancel():
                     continue  # cancelled while waiting (its client went away)

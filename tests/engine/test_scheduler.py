@@ -67,3 +67,25 @@ def test_online_before_offline():
     s.add(online)  # arrives later, starts first
     assert s.schedule() == [online]
     assert s.schedule() == [offline]
+
+
+def test_step_budget_from_fitted_cost_and_offline_share():
+    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=2048, target_step_ms=100,
+                                        offline_step_fraction=0.25))
+    for requests in (1, 2, 4):  # 20 work units per request, 1 ms per unit, no fixed cost: 100 units per step
+        s.observe_step(requests, 10, 10, 0.001 * 20 * requests)
+
+    def fill(online, offline):
+        reqs = [req(10, 10) for _ in range(online + offline)]
+        for r in reqs[online:]:
+            r.priority = 1
+        for r in reqs:
+            s.add(r)
+        out = s.schedule()
+        while s.schedule(timeout=0):
+            pass
+        return sum(r.priority == 0 for r in out), sum(r.priority == 1 for r in out)
+
+    assert fill(8, 0) == (5, 0)  # 5 x 20 units = the 100-unit step
+    assert fill(0, 8) == (0, 1)  # offline alone: a quarter step holds one request
+    assert fill(2, 8) == (2, 1)  # 40 online units + at most 25 offline units
