@@ -128,6 +128,15 @@ def cmd_router(args) -> None:
                 log_level="info")
 
 
+def cmd_bench_scaling(args) -> None:
+    from grserve.bench.gr_bench import save
+    from grserve.bench.scaling import run_scaling
+    run = run_scaling(tuple(int(n) for n in args.instances.split(",")))
+    path = save(run, args.out)
+    print(json.dumps({"json": str(path), "runs": [{"instances": r["instances"], "peak": r["peak"]["throughput"],
+                                                    "qps_at_slo": r["qps_at_slo"]} for r in run["runs"]]}, indent=2))
+
+
 def cmd_bench_colocation(args) -> None:
     from grserve.bench.colocation import run_colocation
     from grserve.bench.gr_bench import save
@@ -157,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         if f.type in ("bool",):
             p.add_argument(flag, action="store_true", default=None)
         else:
-            kind = {"int": int, "float": float}.get(f.type, str)
+            # annotations are strings here (`from __future__ import annotations`): "float | None" is a float flag
+            kind = {"int": int, "float": float}.get(f.type.replace(" | None", ""), str)
             p.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
     p.set_defaults(func=cmd_serve)
 
@@ -232,6 +242,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
     p.add_argument("--out", default="benchmarks/results")
     p.set_defaults(func=cmd_bench_llm)
+
+    p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
+    p.add_argument("--instances", default="1,2,3")
+    p.add_argument("--out", default="benchmarks/results")
+    p.set_defaults(func=cmd_bench_scaling)
 
     p = bench.add_parser("colocation", help="online P99 alone and beside a saturating offline load")
     p.add_argument("--online-rate", type=float, default=20.0)

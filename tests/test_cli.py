@@ -41,6 +41,14 @@ def test_bad_arguments_are_a_clear_error(tiny_model_dir):
     assert r.returncode == 2 and "not a GR model directory" in r.stderr
 
 
+def test_serve_flags_are_typed():
+    """An optional number (`float | None` in ServerConfig) is parsed as a number, not passed on as text."""
+    r = grserve("serve", "--target-step-ms", "abc", check=False)
+    assert r.returncode == 2 and "invalid float value" in r.stderr
+    r = grserve("serve", "--target-step-ms", "-5", "--port", "1", check=False)
+    assert r.returncode == 2 and "target_step_ms" in r.stderr
+
+
 def test_embedded_default_model_recommends_movielens_items():
     out = json.loads(grserve("recommend", "--history", "1,50,181", "--top-n", "10").stdout)
     assert len(out["items"]) == 10

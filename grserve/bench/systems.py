@@ -104,3 +104,34 @@ class QueuedBaseline:
         self.queue.put(None)
         self.worker.join(timeout=30)
         self.baseline.close()
+
+
+class HttpSystem:
+    """grserve behind HTTP (one instance, or a router over many): the workload's histories are posted to
+    /v1/recommend with the history kept (the same plain beam search as the in-process systems)."""
+
+    def __init__(self, name: str, url: str, beam_width: int, top_n: int, histories: list[list[str]]):
+        self.name, self.url, self.beam_width, self.top_n = name, url.rstrip("/"), beam_width, top_n
+        self.by_prompt: dict[tuple, list[str]] = {}
+        self.histories = histories
+
+    def start(self) -> None:
+        self.clients: dict = {}  # one client per event loop: the benchmark runs each phase in a fresh loop
+
+    def bind(self, prompts: list[list[int]]) -> None:
+        self.by_prompt = {tuple(p): h for p, h in zip(prompts, self.histories)}
+
+    async def answer(self, prompt: list[int]) -> Triples:
+        body = {"history": self.by_prompt[tuple(prompt)], "top_n": self.top_n, "beam_width": self.beam_width,
+                "exclude_history": False, "timeout_ms": 60000}
+        import httpx
+        loop = asyncio.get_running_loop()
+        if loop not in self.clients:
+            self.clients[loop] = httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=256))
+        r = await self.clients[loop].post(self.url + "/v1/recommend", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
+        return distinct_triples([(0, 0.0, tuple(i["semantic_id"])) for i in r.json()["items"]])
+
+    def close(self) -> None:
+        self.clients.clear()  # their loops are closed already; the sockets go with them

@@ -17,6 +17,8 @@ class Workload:
     beam_width: int
     top_n: int
     prompts: list[list[int]]
+    # the same requests in the HTTP API's terms (dataset item ids), where the workload has them
+    histories: list[list[str]] | None = None
 
     @property
     def prompt_len(self) -> int:
@@ -33,7 +35,8 @@ def movielens_workload(beam_width: int = 128, top_n: int = 10, users: int = 200)
     examples = leave_one_out({u: [to_row[r] for r in s] for u, s in dataset.sequences.items()}).test[:users]
     keep = bundle.settings.max_history_items
     prompts = [bundle.vocab.prompt(bundle.table.codes[e.history[-keep:]]) for e in examples]
-    return Workload(f"a: ml-100k W={beam_width}", DEFAULT_MODEL_DIR, beam_width, top_n, prompts)
+    histories = [[bundle.table.raw_ids[r] for r in e.history[-keep:]] for e in examples]
+    return Workload(f"a: ml-100k W={beam_width}", DEFAULT_MODEL_DIR, beam_width, top_n, prompts, histories)
 
 
 def synthetic_model_dir(items: int = 1_000_000, layers: int = 8, hidden: int = 512) -> Path:

@@ -34,6 +34,11 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.overlap is None:
             self.overlap = self.device != "cpu"
+        if self.target_step_ms is not None and not (isinstance(self.target_step_ms, (int, float))
+                                                    and self.target_step_ms > 0):
+            raise ValueError(f"target_step_ms must be a positive number of milliseconds, got {self.target_step_ms!r}")
+        if not 0 < self.offline_step_fraction <= 1:
+            raise ValueError(f"offline_step_fraction must be in (0, 1], got {self.offline_step_fraction}")
         for name in ("max_beam_width", "max_batch_rows", "max_batch_prompt_tokens", "max_batch_requests",
                      "max_queue_requests", "max_queue_rows"):
             if getattr(self, name) < 1:

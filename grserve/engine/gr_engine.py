@@ -9,6 +9,7 @@ arriving meanwhile still join the next batch instead of waiting for the one afte
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 import time
@@ -84,8 +85,18 @@ class GREngine:
             t.join(timeout=10)
 
     def _next_batch(self) -> PreparedBatch | None:
-        requests = self.scheduler.schedule(timeout=0.1)
-        return self.runner.prepare(requests) if requests else None
+        try:
+            requests = self.scheduler.schedule(timeout=0.1)
+        except Exception:  # the step thread must outlive any bug here: its death would stall every request
+            logging.getLogger("grserve").exception("forming a batch failed; the requests stay queued")
+            time.sleep(0.1)
+            return None
+        try:
+            return self.runner.prepare(requests) if requests else None
+        except Exception as e:  # a batch that cannot be prepared fails its requests, never the engine
+            for r in requests:
+                r.future.set_exception(e)
+            return None
 
     def _prepare_loop(self) -> None:
         self._runner_ready.wait()

@@ -26,6 +26,7 @@ class ServerConfig:
     max_batch_requests: int = 64
     max_queue_requests: int = 1024
     max_queue_rows: int = 131072
+    target_step_ms: float | None = None  # cut GR batches to this estimated step time (None: budgets only)
     default_timeout_ms: int = 1000
     max_timeout_ms: int = 60000
     history_overflow: str = "truncate"  # or "reject": a history longer than the model's context
@@ -60,7 +61,8 @@ class ServerConfig:
         return EngineConfig(max_beam_width=self.max_beam_width, max_batch_rows=self.max_batch_rows,
                             max_batch_prompt_tokens=self.max_batch_prompt_tokens,
                             max_batch_requests=self.max_batch_requests, max_queue_requests=self.max_queue_requests,
-                            max_queue_rows=self.max_queue_rows, device=self.device)
+                            max_queue_rows=self.max_queue_rows, target_step_ms=self.target_step_ms,
+                            device=self.device)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "ServerConfig":
