@@ -47,7 +47,7 @@ def cmd_train(args) -> None:
 def cmd_eval(args) -> None:
     from grserve.data.evaluation import evaluate, round_metrics
     from grserve.data.loading import load_dataset
-    from grserve.data.split import Example, leave_one_out
+    from grserve.data.split import leave_one_out
     from grserve.recommender import Recommender
     bundle = _bundle(args)
     dataset = load_dataset(args.dataset or bundle.settings.dataset, args.item_meta)

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +28,9 @@ from grserve.server.metrics import ServerMetrics
 from grserve.server.openai_api import add_openai_routes
 from grserve.server.protocol import (BatchRecommendRequest, ErrorResponse, RecommendRequest, RecommendResponse,
                                      error_body)
+
+if TYPE_CHECKING:  # the LLM engine loads transformers' tokenizer: imported only when an LLM is served
+    from grserve.engine.llm_engine import LLMEngine
 
 log = logging.getLogger("grserve.requests")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 429, 503, 504)}

@@ -141,7 +141,7 @@ class Registration:
         if self._lease is None:
             raise RuntimeError(f"{self.key} was deregistered")
         info = replace(self.info, **(load or {}), updated=time.time())
-        with self.registry._call(f"refreshing the lease of {self.key}") as client:
+        with self.registry._call(f"refreshing the lease of {self.key}"):
             ttl_left = self._lease.refresh()
         if ttl_left > 0:
             self._put(info)
