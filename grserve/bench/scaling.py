@@ -1,7 +1,9 @@
 """`grserve bench scaling`: the same GR workload through the router over 1, 2 and 3 instance processes,
-with a real etcd, all on this machine; peak throughput and max QPS at the SLO per instance count."""
+with a real etcd, all on this machine; peak throughput and max QPS at the SLO per instance count. The
+machine's cores are split between the instances (`--threads`)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -38,7 +40,9 @@ def run_scaling(counts: tuple[int, ...] = (1, 2, 3), opts: BenchOptions | None =
             ports, router_port = [_free_port() for _ in range(n)], _free_port()
             procs = [subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--port", str(p), "--register", etcd.url,
                                        "--lease-ttl-s", "3", "--heartbeat-s", "0.5", "--max-queue-requests", "100000",
-                                       "--default-timeout-ms", "60000", "--target-step-ms", str(opts.slo_ms / 2)],
+                                       "--default-timeout-ms", "60000", "--target-step-ms", str(opts.slo_ms / 2),
+                                       # instances share the machine's cores: split them rather than oversubscribe
+                                       "--threads", str(max(1, (os.cpu_count() or 1) // n))],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]
             procs.append(subprocess.Popen([sys.executable, "-m", "grserve", "router", "--etcd", etcd.url, "--port",
                                            str(router_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
