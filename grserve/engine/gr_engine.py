@@ -154,8 +154,9 @@ class GREngine:
         for r, f, leaves, scores in zip(batch.requests, batch.filters, beams.leaves, beams.scores):
             items = []
             for leaf, score in zip(leaves, scores):
-                sid = tuple(int(c) for c in self.bundle.table.codes[tables.items_of_leaf(leaf)[0]])
-                items.extend((i, score, sid) for i in tables.items_of_leaf(leaf) if f is None or f.keeps(i))
+                rows = tables.items_of_leaf(leaf)
+                sid = tuple(int(c) for c in self.bundle.table.codes[rows[0]])
+                items.extend((i, score, sid) for i in rows if f is None or f.keeps(i))
                 if len(items) >= r.top_n:
                     break
             r.future.set_result(GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms,

@@ -49,9 +49,11 @@ class FixedStepScheduler:
     def full_batch_waiting(self) -> bool:
         """Whether the waiting requests already fill a batch: forming it early then delays nobody."""
         with self.ready:
+            # work in the step budget's units (beam rows + prompt tokens), as the batch would be cut
+            waiting_work = sum(e[-1].beam_width + len(e[-1].prompt) for e in self.waiting)
             return self.waiting_rows >= self.config.max_batch_rows or \
                 len(self.waiting) >= self.config.max_batch_requests or \
-                self.waiting_rows * 2 >= self._work_budget()
+                waiting_work >= self._work_budget()
 
     def add(self, request: GRRequest) -> None:
         c = self.config

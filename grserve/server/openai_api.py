@@ -16,7 +16,7 @@ from grserve.model.tokenizer import chat_prompt
 from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
 
 
-def _params(state, req, max_tokens: int | None, logprobs: int | None):
+def _params(req, max_tokens: int | None, logprobs: int | None):
     from grserve.server.app import ApiError
     try:
         return req.sampling(max_tokens or 16, logprobs)
@@ -107,7 +107,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
             return await _gr_completion(state, req)
         engine = _llm(state)
         prompts = _token_ids(engine, req.prompt)
-        params = _params(state, req, req.max_tokens, req.logprobs)
+        params = _params(req, req.max_tokens, req.logprobs)
         priority = OFFLINE if req.priority == "offline" else ONLINE
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": state.llm_name}
@@ -142,7 +142,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
             ids = chat_prompt(engine.tokenizer, [m.model_dump(exclude_none=True) for m in req.messages])
         except ValueError as e:
             raise ApiError(400, f"messages: {e}", "messages")
-        params = _params(state, req, req.max_completion_tokens or req.max_tokens,
+        params = _params(req, req.max_completion_tokens or req.max_tokens,
                          (req.top_logprobs or 0) if req.logprobs else None)
         try:
             engine.check(ids, params)
