@@ -117,6 +117,7 @@ def cmd_bench_llm(args) -> None:
                       "vllm_tokens_per_s": run["vllm"]["output_tokens_per_s"] if run["vllm"] else None,
                       "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "ratio_vs_vllm": run["ratio_tokens_per_s_vs_vllm"],
                       "greedy_agreement": run["greedy_agreement"], "greedy_agreement_vllm": run["greedy_agreement_vllm"],
+                      "ratio_overlap_on_vs_off": run["ratio_tokens_per_s_overlap_on_vs_off"],
                       "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
 
 
@@ -163,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         if f.name == "gr_model":
             continue  # derived from --model
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool",):
-            p.add_argument(flag, action="store_true", default=None)
+        if f.type.startswith("bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {f.default}")
         else:
             # annotations are strings here (`from __future__ import annotations`): "float | None" is a float flag
             kind = {"int": int, "float": float}.get(f.type.replace(" | None", ""), str)

@@ -84,18 +84,22 @@ def _vllm(model_dir: Path, prompts: list[list[int]], max_tokens: int, python: st
 def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 64, layers: int = 8,
                   hidden: int = 512, seed: int = 0, vllm_python: str | None = None) -> dict:
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
-    rng = random.Random(seed)
-    engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024))
-    vocab = engine.model.config.vocab_size
-    prompts = [[1] + [rng.randrange(3, vocab) for _ in range(prompt_len - 1)] for _ in range(requests)]
-    try:
-        asyncio.run(_grserve(engine, prompts[:2], 4))  # warm-up
-        ours = asyncio.run(_grserve(engine, prompts, max_tokens))
-    finally:
-        engine.shutdown()
+    runs = {}
+    for overlap in (False, True):  # the engine as configured for this device, and with the other overlap setting
+        engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, overlap=overlap))
+        vocab = engine.model.config.vocab_size
+        prompts = [[1] + [random.Random(seed + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
+                   for i in range(requests)]
+        try:
+            asyncio.run(_grserve(engine, prompts[:2], 4))  # warm-up
+            runs[overlap] = asyncio.run(_grserve(engine, prompts, max_tokens))
+        finally:
+            engine.shutdown()
+    default = LLMEngineConfig().overlap
+    ours, other = runs[default], runs[not default]
     hf = _hf(model_dir, prompts, max_tokens)
     vllm = _vllm(model_dir, prompts, max_tokens, vllm_python) if vllm_python else None
-    ours_out, hf_out = ours.pop("outputs"), hf.pop("outputs")
+    ours_out, other_out, hf_out = ours.pop("outputs"), other.pop("outputs"), hf.pop("outputs")
     agree = sum(a == b for a, b in zip(ours_out, hf_out)) / requests
     vllm_agree = sum(a == b for a, b in zip(ours_out, vllm.pop("outputs"))) / requests if vllm else None
     return {"kind": "llm", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -103,7 +107,11 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
             "versions": {"torch": torch.__version__},
             "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
                          "max_tokens": max_tokens, "greedy": True},
-            "grserve": ours, "hf": hf, "vllm": vllm, "greedy_agreement": agree, "greedy_agreement_vllm": vllm_agree,
+            "grserve": {**ours, "overlap": default}, "grserve_other_overlap": {**other, "overlap": not default},
+            "ratio_tokens_per_s_overlap_on_vs_off": (runs[True]["output_tokens_per_s"]
+                                                     / runs[False]["output_tokens_per_s"]),
+            "overlap_agreement": sum(a == b for a, b in zip(ours_out, other_out)) / requests,
+            "hf": hf, "vllm": vllm, "greedy_agreement": agree, "greedy_agreement_vllm": vllm_agree,
             "ratio_tokens_per_s_vs_hf": ours["output_tokens_per_s"] / hf["output_tokens_per_s"],
             "ratio_tokens_per_s_vs_vllm": ours["output_tokens_per_s"] / vllm["output_tokens_per_s"] if vllm else None}
 

@@ -1,9 +1,16 @@
 """LLMEngine: open-ended text generation over a Hugging Face model directory.
 
 Requests (token ids + SamplingParams) are accepted from any thread; a step thread runs the loop
-schedule → run → sample → postprocess (stop conditions, detokenized deltas) and hands each request's
-outputs to its own queue, which `generate` (async) or `generate_sync` read. `n > 1` runs n sequences that
-share the prompt's KV blocks through the prefix cache."""
+schedule → prepare → forward → sample → postprocess (stop conditions, detokenized deltas) and hands each
+request's outputs to its own queue, which `generate` (async) or `generate_sync` read. `n > 1` runs n
+sequences that share the prompt's KV blocks through the prefix cache.
+
+With overlap on, the loop is split over two threads: the host thread schedules and prepares step i+1 and
+postprocesses step i while the compute thread runs step i+1's forward; step i+1 takes its decode tokens from
+step i's sampled ones on the device, and samples only once step i is postprocessed (its penalties and
+finished sequences depend on it). A sequence that step i finishes wastes its row in step i+1, as in vLLM's
+async scheduling. Speculation needs each step's accepted count before the next is scheduled, so it runs
+without overlap."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +24,7 @@ from typing import Callable
 import torch
 
 from grserve.engine.llm_beam import beam_search
-from grserve.engine.llm_runner import LLMModelRunner
+from grserve.engine.llm_runner import LLMModelRunner, PreparedStep
 from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
 from grserve.engine.sequence import ONLINE, Sequence
 from grserve.engine.speculative import accept_greedy, propose_ngram, propose_with_model
@@ -43,6 +50,16 @@ class LLMEngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     dtype: str = "float32"
     device: str = "cpu"
+    # Prepare step i+1 while step i computes. None: on for accelerators (where the host would otherwise leave
+    # the device idle), off on the CPU, where host and compute share the cores (see benchmarks/README.md).
+    overlap: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.overlap and self.speculative_tokens:
+            raise ValueError("overlap: speculative decoding needs each step's result before the next is scheduled; "
+                             "turn one of them off")
+        if self.overlap is None:
+            self.overlap = self.device != "cpu" and not self.speculative_tokens
 
 
 @dataclass
@@ -66,6 +83,27 @@ class _Request:
     generators: list[torch.Generator | None]
     sent: list[int] = field(default_factory=list)  # per sequence: how much of `texts` was emitted
     outputs: queue.Queue | None = None  # where `emit` puts them when the caller reads synchronously
+
+
+@dataclass
+class _StepResult:
+    """What the compute thread hands back for one step: per ready sequence the tokens to append (more than one
+    when a draft was accepted) with logprobs, and the last token per ready sequence as a tensor (the next
+    step's placeholders); or the error that failed the step."""
+
+    tokens: list[list[int]] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    tops: list = field(default_factory=list)
+    sampled: torch.Tensor | None = None
+    error: Exception | None = None
+
+
+@dataclass
+class _InFlight:
+    step: PreparedStep
+    computed: threading.Event = field(default_factory=threading.Event)
+    postprocessed: threading.Event = field(default_factory=threading.Event)
+    result: _StepResult | None = None
 
 
 class LLMEngine:
@@ -95,8 +133,13 @@ class LLMEngine:
         self.stopped = threading.Event()
         # counters the tests and metrics read
         self.num_computed_tokens = self.num_draft_tokens = self.num_accepted_tokens = 0
-        self.thread = threading.Thread(target=self._loop, name="llm-step", daemon=True)
-        self.thread.start()
+        self._compute_queue: queue.Queue = queue.Queue(maxsize=2)  # with overlap: steps and beam requests
+        self.threads = [threading.Thread(target=self._loop, name="llm-step", daemon=True)]
+        if c.overlap:
+            self.threads = [threading.Thread(target=self._compute_loop, name="llm-compute", daemon=True),
+                            threading.Thread(target=self._host_loop, name="llm-host", daemon=True)]
+        for t in self.threads:
+            t.start()
         self._runner_ready.wait()
 
     def check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
@@ -178,7 +221,8 @@ class LLMEngine:
     def shutdown(self) -> None:
         self.stopped.set()
         self.wake.set()
-        self.thread.join(timeout=10)
+        for t in self.threads:
+            t.join(timeout=10)
 
     def _run_beam_search(self, req: _Request) -> None:
         p = req.seqs[0].params
@@ -193,78 +237,166 @@ class LLMEngine:
             req.emit(CompletionDelta(index, self.tokenizer.decode(tokens, skip_special_tokens=True), tokens, [],
                                      reason))
 
-    def _loop(self) -> None:
-        # The KV storage is allocated on the thread that uses it (as the GR engine's runner): buffers from
-        # another thread measured markedly slower on the CPU.
+    def _build_runner(self) -> None:
+        # The KV storage is allocated on the thread that computes with it (as the GR engine's runner): buffers
+        # from another thread measured markedly slower on the CPU.
         self.runner = LLMModelRunner(self.model, self.blocks, self.config.device)
         self._runner_ready.set()
+
+    def _next_beam_request(self) -> _Request | None:
+        with self.lock:
+            return self.beam_requests.pop(0) if self.beam_requests else None
+
+    def _schedule(self, previous: _InFlight | None) -> _InFlight | None:
+        """Schedules and prepares the next step (on the host); `previous` is the step still computing."""
+        with self.lock:
+            step = self.scheduler.schedule() if self.scheduler.has_work() else None
+            if not step or not step.seqs:
+                return None
+            self.num_computed_tokens += sum(step.num_tokens)
+            return _InFlight(self.runner.prepare(step.seqs, step.num_tokens, previous and previous.step))
+
+    def _idle(self) -> None:
+        self.wake.wait(0.05)
+        self.wake.clear()
+
+    def _loop(self) -> None:
+        """Without overlap: one thread, each step whole before the next is scheduled."""
+        self._build_runner()
         while not self.stopped.is_set():
-            with self.lock:
-                beam = self.beam_requests.pop(0) if self.beam_requests else None
+            beam = self._next_beam_request()
             if beam is not None:
                 self._run_beam_search(beam)
                 continue
-            with self.lock:
-                step = self.scheduler.schedule() if self.scheduler.has_work() else None
-            if not step or not step.seqs:
-                self.wake.wait(0.05)
-                self.wake.clear()
+            work = self._schedule(None)
+            if work is None:
+                self._idle()
                 continue
+            self._compute(work, None)
+            self._postprocess(work)
+
+    def _host_loop(self) -> None:
+        self._runner_ready.wait()
+        in_flight: _InFlight | None = None
+        while not self.stopped.is_set():
+            beam = self._next_beam_request()
+            if beam is not None:
+                self._put(beam)
+            work = self._schedule(in_flight)
+            if work is not None and not self._put(work):
+                return
+            if in_flight is not None:
+                while not in_flight.computed.wait(0.1):
+                    if self.stopped.is_set():
+                        return
+                self._postprocess(in_flight)
+            elif work is None and beam is None:
+                self._idle()
+            in_flight = work
+
+    def _put(self, item) -> bool:
+        while not self.stopped.is_set():
             try:
-                self._step(step)
-            except Exception as e:  # a failed step fails its requests, never the engine
-                with self.lock:
-                    for seq in step.seqs:
-                        req = self.requests.pop(seq.seq_id, None)
-                        self.scheduler.finish(seq, "error")
-                        if req:
-                            req.emit(e)
+                self._compute_queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _compute_loop(self) -> None:
+        self._build_runner()
+        previous: _InFlight | None = None
+        while not self.stopped.is_set():
+            try:
+                item = self._compute_queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, _Request):
+                self._run_beam_search(item)
+            else:
+                self._compute(item, previous)
+                previous = item
+
+    def _compute(self, work: _InFlight, previous: _InFlight | None) -> None:
+        """Forward and sampling of one step (on the compute thread); sets `work.computed`."""
+        try:
+            if work.step.fill_at and (previous is None or previous.result.sampled is None):
+                raise RuntimeError("the step this one continues failed")
+            logits = self.runner.execute(work.step, previous.result.sampled if previous else None)
+            if previous is not None:  # sampling reads the histories and finish states that step completes
+                while not previous.postprocessed.wait(0.1):
+                    if self.stopped.is_set():
+                        return
+            work.result = self._sample(work.step, logits)
+        except Exception as e:  # a failed step fails its requests, never the engine
+            work.result = _StepResult(error=e)
+        finally:
+            work.computed.set()
+
+    def _sample(self, step: PreparedStep, logits: list[torch.Tensor]) -> _StepResult:
+        result = _StepResult(tokens=[[] for _ in step.ready], logprobs=[0.0] * len(step.ready),
+                             tops=[[] for _ in step.ready])
+        plain = [i for i, draft in enumerate(step.drafts) if not draft]
+        for i, draft in enumerate(step.drafts):
+            if draft:
+                accepted = accept_greedy(draft, logits[i].argmax(-1).tolist())
+                self.num_draft_tokens += len(draft)
+                self.num_accepted_tokens += len(accepted) - 1
+                result.tokens[i] = accepted
+        if plain:
+            seqs = [step.ready[i] for i in plain]
+            reqs = [self.requests.get(s.seq_id) for s in seqs]
+            params = [s.params for s in seqs]
+            rows = self.sampler.apply_penalties(torch.cat([logits[i] for i in plain]),
+                                                [s.output_token_ids for s in seqs],
+                                                [s.prompt_token_ids for s in seqs], params, self.eos_token_id)
+            gens = [r.generators[r.seqs.index(s)] if r else None for r, s in zip(reqs, seqs)]
+            tokens, logprobs, tops = self.sampler.sample(rows, params, gens)
+            for i, token, lp, top in zip(plain, tokens.tolist(), logprobs.tolist(), tops):
+                result.tokens[i], result.logprobs[i], result.tops[i] = [token], lp, top
+        result.sampled = torch.tensor([t[-1] for t in result.tokens], dtype=torch.long)
+        return result
 
     def _speculable(self, seq: Sequence) -> bool:
         p = seq.params
         return (self.config.speculative_tokens > 0 and p.greedy and p.logprobs is None and not seq.in_prefill
                 and p.repetition_penalty == 1 and p.presence_penalty == 0 and p.frequency_penalty == 0)
 
-    def _step(self, step) -> None:
-        self.num_computed_tokens += sum(step.num_tokens)
-        ready, logits = self.runner.run(step.seqs, step.num_tokens)
-        spec = [(s, l) for s, l in zip(ready, logits) if s.draft]
-        plain = [(s, l) for s, l in zip(ready, logits) if not s.draft]
+    def _postprocess(self, work: _InFlight) -> None:
+        """Appends each ready sequence's tokens, checks its stop conditions, emits deltas and proposes the next
+        drafts (on the host); sets `work.postprocessed`."""
+        step, result = work.step, work.result
         with self.lock:
-            for seq, rows in spec:
-                draft, seq.draft = seq.draft, []
-                accepted = accept_greedy(draft, rows.argmax(-1).tolist())
-                self.num_draft_tokens += len(draft)
-                self.num_accepted_tokens += len(accepted) - 1
-                # KV of the rejected draft tail stays in its slots until overwritten: not counted as computed
-                seq.num_computed_tokens -= len(draft) - (len(accepted) - 1)
-                req = self.requests.get(seq.seq_id)
-                for token in accepted:
-                    if req is None or seq.finish_reason is not None:
-                        break
-                    self._append(seq, req, token, 0.0, [])
-        if plain:
-            seqs = [s for s, _ in plain]
-            reqs = [self.requests.get(s.seq_id) for s in seqs]
-            params = [s.params for s in seqs]
-            rows = self.sampler.apply_penalties(torch.cat([l for _, l in plain]), [s.output_token_ids for s in seqs],
-                                                [s.prompt_token_ids for s in seqs], params, self.eos_token_id)
-            gens = [r.generators[r.seqs.index(s)] if r else None for r, s in zip(reqs, seqs)]
-            tokens, logprobs, tops = self.sampler.sample(rows, params, gens)
-            with self.lock:
-                for seq, req, token, lp, top in zip(seqs, reqs, tokens.tolist(), logprobs.tolist(), tops):
-                    if req is None or seq.finish_reason is not None:
-                        continue  # aborted while computing
-                    self._append(seq, req, token, lp, top)
-        with self.lock:
-            for seq in ready:
-                if seq.finish_reason is None and self._speculable(seq):
-                    k = self.config.speculative_tokens
-                    seq.draft = (propose_with_model(self.draft_model, seq.token_ids, k) if self.draft_model is not None
-                                 else propose_ngram(seq.token_ids, k))
-                    # never draft past max_tokens or the context
-                    room = min(seq.params.max_tokens - len(seq.output_token_ids), self.max_model_len - seq.num_tokens) - 1
-                    seq.draft = seq.draft[:max(0, room)]
+            for seq in step.ready:
+                seq.num_pending -= 1  # the next step, in flight, may hold one more
+            if result.error is not None:
+                for seq in step.seqs:
+                    req = self.requests.pop(seq.seq_id, None)
+                    if seq.finish_reason is None:
+                        self.scheduler.finish(seq, "error")
+                    if req:
+                        req.emit(result.error)
+            else:
+                for seq, draft, tokens, lp, top in zip(step.ready, step.drafts, result.tokens, result.logprobs,
+                                                       result.tops):
+                    if draft:  # KV of the rejected draft tail stays until overwritten: not counted as computed
+                        seq.draft = []
+                        seq.num_computed_tokens -= len(draft) - (len(tokens) - 1)
+                    req = self.requests.get(seq.seq_id)
+                    for token in tokens:
+                        if req is None or seq.finish_reason is not None:
+                            break  # aborted or finished while computing
+                        self._append(seq, req, token, lp, top)
+                for seq in step.ready:
+                    if seq.finish_reason is None and self._speculable(seq):
+                        k = self.config.speculative_tokens
+                        seq.draft = (propose_with_model(self.draft_model, seq.token_ids, k)
+                                     if self.draft_model is not None else propose_ngram(seq.token_ids, k))
+                        # never draft past max_tokens or the context
+                        room = min(seq.params.max_tokens - len(seq.output_token_ids),
+                                   self.max_model_len - seq.num_tokens) - 1
+                        seq.draft = seq.draft[:max(0, room)]
+        work.postprocessed.set()
 
     def _append(self, seq: Sequence, req: _Request, token: int, logprob: float, top: list) -> None:
         p, index = seq.params, req.seqs.index(seq)

@@ -53,9 +53,13 @@ class LLMScheduler:
         for seq in list(self.running):
             if budget == 0 or seq not in self.running:
                 continue
-            if seq.draft and seq.num_tokens - seq.num_computed_tokens + len(seq.draft) > budget:
+            if seq.num_pending and len(seq.output_token_ids) + seq.num_pending >= seq.params.max_tokens:
+                continue  # the token in flight is its last: nothing more to compute
+            # Tokens without KV: a prefill's rest, a decode token (perhaps still being sampled), a draft.
+            todo = seq.num_tokens + seq.num_pending - seq.num_computed_tokens
+            if seq.draft and todo + len(seq.draft) > budget:
                 seq.draft = []  # no room to verify a draft this step: plain decode
-            n = min(seq.num_tokens - seq.num_computed_tokens + len(seq.draft), budget)
+            n = min(todo + len(seq.draft), budget)
             if not self.config.chunked_prefill and seq.in_prefill and n < seq.num_tokens - seq.num_computed_tokens:
                 continue
             # Make room for the new tokens' KV, preempting from the back of the line if needed.
@@ -67,22 +71,26 @@ class LLMScheduler:
                     break
             if seq.status is not Status.RUNNING:
                 continue
-            self.blocks.append_slot(seq.block_table, seq.token_ids[:seq.num_computed_tokens + n - len(seq.draft)],
-                                    len(seq.draft))
+            # Tokens not yet known (a draft, a token in flight) get slots but no hash until they are.
+            known = seq.token_ids[:seq.num_computed_tokens + n]
+            self.blocks.append_slot(seq.block_table, known, seq.num_computed_tokens + n - len(known))
             step.seqs.append(seq)
             step.num_tokens.append(n)
             budget -= n
         self.waiting.sort(key=Sequence.order)
-        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
-            seq = self.waiting[0]
+        for seq in list(self.waiting):
+            if budget == 0 or len(self.running) >= self.config.max_num_seqs:
+                break
             if seq.cancelled:
-                self.waiting.pop(0)
+                self.waiting.remove(seq)
                 continue
+            if seq.num_pending:
+                continue  # preempted while its last token was in flight: admitted once that token lands
             if not self.blocks.can_allocate(seq.num_tokens):
                 break
             if not self.config.chunked_prefill and seq.num_tokens > budget:
                 break
-            self.waiting.pop(0)
+            self.waiting.remove(seq)
             seq.block_table, cached = self.blocks.allocate(seq.token_ids)
             seq.num_computed_tokens = seq.num_cached_tokens = cached
             seq.status = Status.RUNNING

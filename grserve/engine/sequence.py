@@ -36,6 +36,7 @@ class Sequence:
     cancelled: bool = False
     output_logprobs: list = field(default_factory=list)
     draft: list[int] = field(default_factory=list)  # speculative tokens this step verifies (not in token_ids)
+    num_pending: int = 0  # tokens a scheduled step will sample, not yet in token_ids (with overlap: in flight)
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.prompt_token_ids)

@@ -126,7 +126,8 @@ def load_llm(config: ServerConfig) -> "LLMEngine":
     return LLMEngine(config.llm_model, LLMEngineConfig(kv_cache_bytes=config.kv_cache_bytes,
                                                        max_num_batched_tokens=config.max_num_batched_tokens,
                                                        speculative_tokens=config.speculative_tokens,
-                                                       draft_model=config.draft_model, device=config.device))
+                                                       draft_model=config.draft_model, device=config.device,
+                                                       overlap=config.overlap))
 
 
 def create_app(config: ServerConfig, recommender: Recommender | None = None, llm=None) -> FastAPI:

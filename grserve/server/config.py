@@ -36,6 +36,7 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     log_requests: bool = False  # one JSON line per request at INFO
     device: str = "cpu"
+    overlap: bool | None = None  # prepare step i+1 while step i computes (None: on for accelerators, off on CPU)
     register: str | None = None  # etcd URL: register this instance there under a lease, with heartbeats
     role: str = "mixed"  # mixed | prefill | decode
     advertise: str | None = None  # the address routers use (default http://host:port)
@@ -55,6 +56,8 @@ class ServerConfig:
             raise ValueError(f"role must be mixed, prefill or decode, got {self.role!r}")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
             raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
+        if self.overlap and self.speculative_tokens:
+            raise ValueError("overlap: the LLM engine cannot overlap steps while speculating (speculative_tokens)")
         self.engine_config()  # validates the engine's share
 
     def engine_config(self) -> EngineConfig:
@@ -62,7 +65,7 @@ class ServerConfig:
                             max_batch_prompt_tokens=self.max_batch_prompt_tokens,
                             max_batch_requests=self.max_batch_requests, max_queue_requests=self.max_queue_requests,
                             max_queue_rows=self.max_queue_rows, target_step_ms=self.target_step_ms,
-                            device=self.device)
+                            overlap=self.overlap, device=self.device)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "ServerConfig":

@@ -3,6 +3,8 @@ chunked prefill and prefix caching on and off; prefix-cache counters; preemption
 stop conditions, n > 1 and seeds."""
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -39,15 +41,17 @@ def run_all(engine, prompts, params):
     return results
 
 
-@pytest.mark.parametrize("chunked,prefix,budget,spec", [(True, True, 16, 0), (False, True, 512, 0),
-                                                        (True, False, 7, 0), (False, False, 512, 0),
-                                                        (True, True, 16, 3), (False, False, 512, 4)])
+@pytest.mark.parametrize("chunked,prefix,budget,spec,overlap", [
+    (True, True, 16, 0, False), (False, True, 512, 0, False), (True, False, 7, 0, False),
+    (False, False, 512, 0, False), (True, True, 16, 3, False), (False, False, 512, 4, False),
+    (True, True, 16, 0, True), (False, False, 512, 0, True), (True, False, 7, 0, True)])
 @pytest.mark.parametrize("model_fixture", ["llm_dir", "qwen_dir"])
-def test_greedy_equals_transformers(request, model_fixture, chunked, prefix, budget, spec):
+def test_greedy_equals_transformers(request, model_fixture, chunked, prefix, budget, spec, overlap):
     model_dir = request.getfixturevalue(model_fixture)
     expected = hf_greedy(model_dir, PROMPTS, 12)
     engine = LLMEngine(model_dir, LLMEngineConfig(block_size=4, chunked_prefill=chunked, prefix_caching=prefix,
-                                                  max_num_batched_tokens=budget, speculative_tokens=spec))
+                                                  max_num_batched_tokens=budget, speculative_tokens=spec,
+                                                  overlap=overlap))
     try:
         params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
         assert run_all(engine, PROMPTS, params) == expected
@@ -105,11 +109,13 @@ def test_shared_prefix_computes_only_the_remainder(llm_dir):
         engine.shutdown()
 
 
-def test_small_cache_preempts_and_stays_within_budget(llm_dir):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_small_cache_preempts_and_stays_within_budget(llm_dir, overlap):
+    """With overlap, sequences are also preempted while their last token is still being sampled."""
     # 40 blocks of 4 tokens: 6 requests of 30+12 tokens cannot all hold their KV at once
     block_bytes = 2 * 2 * 4 * 2 * 16 * 4
     engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, kv_cache_bytes=40 * block_bytes,
-                                                max_num_batched_tokens=64))
+                                                max_num_batched_tokens=64, overlap=overlap))
     prompts = [[(13 * i + 7 * j) % 390 + 5 for j in range(30)] for i in range(6)]
     try:
         params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
@@ -121,8 +127,10 @@ def test_small_cache_preempts_and_stays_within_budget(llm_dir):
         engine.shutdown()
 
 
-def test_stop_strings_tokens_and_lengths(llm_dir):
-    engine = LLMEngine(llm_dir)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_stop_strings_tokens_and_lengths(llm_dir, overlap):
+    """With overlap the step after a stop has already been scheduled: its row is wasted, never emitted."""
+    engine = LLMEngine(llm_dir, LLMEngineConfig(overlap=overlap))
     try:
         free = engine.generate_sync([5, 6, 7], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))
         tokens, text, reason = free[0]
@@ -135,6 +143,7 @@ def test_stop_strings_tokens_and_lengths(llm_dir):
         (t3, _, reason3), = engine.generate_sync([5, 6, 7], SamplingParams(
             temperature=0, max_tokens=20, ignore_eos=True, stop_token_ids=[tokens[4]]))
         assert reason3 == "stop" and t3 == tokens[:tokens.index(tokens[4])]
+        assert engine.blocks.blocks_in_use == 0
     finally:
         engine.shutdown()
 
@@ -149,6 +158,60 @@ def test_n_samples_and_seeds(llm_dir):
         assert len({tuple(x[0]) for x in a}) > 1  # three different continuations
     finally:
         engine.shutdown()
+
+
+def test_overlap_samples_as_without_it(llm_dir):
+    """Seeded sampling with penalties reads each sequence's history, which the step before completes: with
+    overlap the tokens are the same, draw for draw."""
+    params = SamplingParams(n=2, temperature=0.8, top_p=0.9, max_tokens=10, seed=7, ignore_eos=True,
+                            repetition_penalty=1.3, frequency_penalty=0.5)
+    outputs = []
+    for overlap in (False, True):
+        engine = LLMEngine(llm_dir, LLMEngineConfig(overlap=overlap))
+        try:
+            outputs.append([run_all(engine, PROMPTS, params)])
+        finally:
+            engine.shutdown()
+    assert outputs[0] == outputs[1]
+
+
+def test_overlap_prepares_the_next_step_while_one_computes(llm_dir, monkeypatch):
+    """Each forward waits (up to 10 s, never reached when overlapping) until the host has prepared the step
+    after it: with overlap it always has, so every step but the last one saw its successor ready."""
+    from grserve.engine.llm_runner import LLMModelRunner
+    prepared, seen = [], []
+    real_prepare, real_execute = LLMModelRunner.prepare, LLMModelRunner.execute
+
+    def prepare(self, seqs, num_tokens, previous):
+        step = real_prepare(self, seqs, num_tokens, previous)
+        prepared.append(step)
+        return step
+
+    def execute(self, step, previous_sampled):
+        index = next(i for i, s in enumerate(prepared) if s is step)
+        deadline = time.monotonic() + 10
+        while len(prepared) <= index + 1 and time.monotonic() < deadline and index < 11:
+            time.sleep(0.001)
+        seen.append(len(prepared) > index + 1)
+        return real_execute(self, step, previous_sampled)
+
+    monkeypatch.setattr(LLMModelRunner, "prepare", prepare)
+    monkeypatch.setattr(LLMModelRunner, "execute", execute)
+    engine = LLMEngine(llm_dir, LLMEngineConfig(overlap=True))
+    try:
+        (tokens, _, _), = engine.generate_sync([5, 6, 7], SamplingParams(temperature=0, max_tokens=12,
+                                                                        ignore_eos=True))
+    finally:
+        engine.shutdown()
+    assert tokens == hf_greedy(llm_dir, [[5, 6, 7]], 12)[0]
+    # 12 steps: the prefill and 11 decodes (the 12th token's step is never scheduled: it would be the last)
+    assert len(seen) == 12 and all(seen[:11])
+
+
+def test_overlap_and_speculation_are_exclusive(llm_dir):
+    with pytest.raises(ValueError, match="^overlap"):
+        LLMEngineConfig(overlap=True, speculative_tokens=2)
+    assert LLMEngineConfig(speculative_tokens=2, device="cuda").overlap is False
 
 
 def test_bad_requests_name_the_field(llm_dir):

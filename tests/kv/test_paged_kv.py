@@ -22,23 +22,24 @@ def paged(model: Transformer, num_blocks: int) -> tuple[BlockManager, PagedKVCac
 
 @torch.no_grad()
 def run_step(model: Transformer, manager: BlockManager, cache: PagedKVCache, work: list[Work]) -> None:
-    """One engine step over right-padded rows; each sequence's logits checked against a full forward."""
-    T = max(end - start for _, _, start, end in work)
-    ids = torch.zeros(len(work), T, dtype=torch.long)
-    positions = torch.zeros(len(work), T, dtype=torch.long)
-    slots = torch.full((len(work), T), -1)
-    contexts = []
+    """One engine step, every sequence's new tokens packed into one row; each sequence's logits checked against a
+    full forward."""
+    ids, positions, slots, owner, contexts = [], [], [], [], []
     for i, (table, tokens, start, end) in enumerate(work):
-        ids[i, :end - start] = torch.tensor(tokens[start:end])
-        positions[i, :end - start] = torch.arange(start, end)
-        slots[i, :end - start] = torch.tensor(manager.slot_mapping(table, start, end))
-        contexts.append(torch.tensor(manager.slot_mapping(table, 0, end)))
-    cache.prepare(slots, contexts, positions)
-    logits, returned = model(ids, positions, past=cache)
+        ids += tokens[start:end]
+        positions += range(start, end)
+        slots += manager.slot_mapping(table, start, end)
+        owner += [i] * (end - start)
+        contexts.append(manager.slot_mapping(table, 0, end))
+    cache.use(cache.plan(slots, owner, positions, contexts))
+    logits, returned = model(torch.tensor([ids]), torch.tensor([positions]), past=cache)
     assert returned is cache
-    for i, (_, tokens, start, end) in enumerate(work):
+    offset = 0
+    for _, tokens, start, end in work:
         expected, _ = model(torch.tensor(tokens[:end])[None], torch.arange(end)[None])
-        torch.testing.assert_close(logits[i, :end - start], expected[0, start:end], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(logits[0, offset:offset + end - start], expected[0, start:end], atol=1e-4,
+                                   rtol=1e-4)
+        offset += end - start
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -98,19 +99,24 @@ def test_prefix_hit_computes_only_the_remainder(same_step):
 
 
 @torch.no_grad()
-def test_attend_writes_slots_and_zeroes_padding_rows():
+def test_attend_writes_slots_and_sees_only_each_sequences_context():
+    """A 3-token chunk at positions 0-2 (slots 4-6) beside a decode token at position 2 (slot 9, context 12, 13, 9),
+    worked by hand: the chunk's first query sees only its own first key, so its output is that key's value."""
     cache = PagedKVCache(num_layers=1, num_blocks=4, block_size=BS, num_kv_heads=2, head_dim=8)
     g = torch.Generator().manual_seed(2)
-    q = torch.randn(2, 4, 3, 8, generator=g)
-    k, v = torch.randn(2, 2, 2, 3, 8, generator=g)
-    slots = torch.tensor([[4, 5, 6], [9, -1, -1]])  # the second sequence decodes one token at position 2
-    cache.prepare(slots, [torch.tensor([4, 5, 6]), torch.tensor([12, 13, 9])], torch.tensor([[0, 1, 2], [2, 0, 0]]))
+    q = torch.randn(1, 4, 4, 8, generator=g)
+    k, v = torch.randn(2, 1, 2, 4, 8, generator=g)
+    cache.kv[0, :, 12:14] = torch.randn(2, 2, 2, 8, generator=g)
+    cache.use(cache.plan([4, 5, 6, 9], [0, 0, 0, 1], [0, 1, 2, 2], [[4, 5, 6], [12, 13, 9]]))
     out = cache.attend(0, q, k, v)
-    torch.testing.assert_close(cache.kv[0, 0, 4:7], k[0].transpose(0, 1))
-    torch.testing.assert_close(cache.kv[0, 1, 9], v[1, :, 0])
-    assert out.shape == q.shape and not out[1, :, 1:].any() and out[1, :, 0].any()
-    # The first query sees only the first key: its output is that key's value (per kv head, for 2 query heads).
+    torch.testing.assert_close(cache.kv[0, 0, 4:7], k[0, :, :3].transpose(0, 1))
+    torch.testing.assert_close(cache.kv[0, 1, 9], v[0, :, 3])
     torch.testing.assert_close(out[0, :, 0], v[0, :, 0].repeat_interleave(2, dim=0))
+    # The decode query: plain softmax attention over the three context keys, per kv head.
+    keys, values = cache.kv[0, 0, [12, 13, 9]], cache.kv[0, 1, [12, 13, 9]]  # [3, n_kv, d]
+    for h in range(4):
+        weights = torch.softmax(keys[:, h // 2] @ q[0, h, 3] / 8 ** 0.5, 0)
+        torch.testing.assert_close(out[0, h, 3], weights @ values[:, h // 2])
 
 
 def test_kv_bytes_match_the_budget_sizing():
