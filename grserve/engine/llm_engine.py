@@ -14,9 +14,11 @@ without overlap."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +31,7 @@ from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
 from grserve.engine.sequence import ONLINE, Sequence
 from grserve.engine.speculative import accept_greedy, propose_ngram, propose_with_model
 from grserve.kv.block_manager import BlockManager
+from grserve.kv.transfer import KVBlocks
 from grserve.model.loader import load_model
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
 from grserve.sampling.params import SamplingParams
@@ -128,6 +131,8 @@ class LLMEngine:
         self.sampler = Sampler()
         self.requests: dict[int, _Request] = {}  # by seq_id
         self.beam_requests: list[_Request] = []  # use_beam_search: each runs whole in one step
+        self.imports: list[tuple[KVBlocks, Future]] = []  # KV from prefill instances, adopted between steps
+        self.num_imported_blocks = 0
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.stopped = threading.Event()
@@ -175,6 +180,37 @@ class LLMEngine:
                     self.scheduler.add(s)
         self.wake.set()
         return req
+
+    def export_prefix(self, token_ids: list[int]) -> KVBlocks:
+        """The KV of the leading full blocks of `token_ids` that the prefix cache holds (a prefill instance's
+        answer: run the prompt first). Read under the lock: a cached block is never written again until a
+        schedule, which takes the lock, hands it out afresh."""
+        with self.lock:
+            blocks = self.blocks.cached_prefix(token_ids)
+            bs = self.blocks.block_size
+            slots = torch.tensor([b * bs + o for b in blocks for o in range(bs)], dtype=torch.long,
+                                 device=self.runner.kv.kv.device)
+            kv = self.runner.kv.kv[:, :, slots].cpu()
+        return KVBlocks(bs, list(token_ids[:len(blocks) * bs]), kv)
+
+    def import_prefix(self, blocks: KVBlocks) -> Future:
+        """Adopts KV blocks from a prefill instance into the prefix cache, so that a prompt starting with
+        them computes only its remainder. The future gives the number of blocks written (those not held
+        already). Raises ValueError ("field: reason") for blocks of another shape."""
+        mc, kv = self.model.config, self.runner.kv.kv
+        expected = [mc.num_hidden_layers, 2, len(blocks.token_ids), mc.num_key_value_heads, mc.head_dim]
+        if blocks.block_size != self.blocks.block_size:
+            raise ValueError(f"block_size: {blocks.block_size} differs from this cache's {self.blocks.block_size}")
+        if list(blocks.kv.shape) != expected or blocks.kv.dtype != kv.dtype:
+            raise ValueError(f"kv: {list(blocks.kv.shape)} {blocks.kv.dtype} does not fit this model's "
+                             f"{expected} {kv.dtype}")
+        if not self.blocks.prefix_caching:
+            raise ValueError("prefix_caching: adopting blocks needs the prefix cache on")
+        future: Future = Future()
+        with self.lock:
+            self.imports.append((blocks, future))
+        self.wake.set()
+        return future
 
     def abort(self, req: _Request) -> None:
         with self.lock:
@@ -247,6 +283,32 @@ class LLMEngine:
         with self.lock:
             return self.beam_requests.pop(0) if self.beam_requests else None
 
+    def _adopt_imports(self) -> list:
+        """Registers the blocks of every pending import (on the thread that schedules, so that no step is
+        scheduled between); returns for each the work that writes its KV, to run on the compute thread ahead
+        of any step that may read it."""
+        with self.lock:
+            imports, self.imports = self.imports, []
+            adopted = [(blocks, future, *self.blocks.adopt(blocks.token_ids)) for blocks, future in imports]
+
+        def write(blocks: KVBlocks, future: Future, table: list[int], fresh: list[int]) -> None:
+            bs, kv = self.blocks.block_size, self.runner.kv.kv
+            rows = torch.tensor([i * bs + o for i in fresh for o in range(bs)], dtype=torch.long)
+            slots = torch.tensor([table[i] * bs + o for i in fresh for o in range(bs)], dtype=torch.long)
+            try:
+                kv[:, :, slots.to(kv.device)] = blocks.kv[:, :, rows].to(kv.device)
+            except Exception as e:  # unregister what was not written: nothing may hit a block of garbage
+                with self.lock:
+                    self.blocks.forget([table[i] for i in fresh])
+                    self.blocks.free(table)
+                future.set_exception(e)
+                return
+            with self.lock:
+                self.blocks.free(table)  # cached under their hashes from now on
+                self.num_imported_blocks += len(fresh)
+            future.set_result(len(fresh))
+        return [functools.partial(write, *a) for a in adopted]
+
     def _schedule(self, previous: _InFlight | None) -> _InFlight | None:
         """Schedules and prepares the next step (on the host); `previous` is the step still computing."""
         with self.lock:
@@ -264,6 +326,8 @@ class LLMEngine:
         """Without overlap: one thread, each step whole before the next is scheduled."""
         self._build_runner()
         while not self.stopped.is_set():
+            for write in self._adopt_imports():
+                write()
             beam = self._next_beam_request()
             if beam is not None:
                 self._run_beam_search(beam)
@@ -279,6 +343,8 @@ class LLMEngine:
         self._runner_ready.wait()
         in_flight: _InFlight | None = None
         while not self.stopped.is_set():
+            for write in self._adopt_imports():
+                self._put(write)
             beam = self._next_beam_request()
             if beam is not None:
                 self._put(beam)
@@ -313,6 +379,8 @@ class LLMEngine:
                 continue
             if isinstance(item, _Request):
                 self._run_beam_search(item)
+            elif isinstance(item, functools.partial):
+                item()
             else:
                 self._compute(item, previous)
                 previous = item

@@ -33,6 +33,15 @@ def hash_block(token_ids: Sequence[int], parent_hash: int | None) -> int:
     return _digest(parent + array("q", token_ids).tobytes())
 
 
+def prefix_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:
+    """The chained hash of every full block of `token_ids` (a partial last block has none): the names under
+    which a prefix cache holds the prompt's blocks, and what cache-aware routing matches."""
+    hashes: list[int] = []
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        hashes.append(hash_block(token_ids[start:start + block_size], hashes[-1] if hashes else None))
+    return hashes
+
+
 class BlockManager:
     """Hands out KV blocks to sequences, shares full blocks between equal prefixes, and counts the hits.
 
@@ -97,16 +106,7 @@ class BlockManager:
         if not token_ids:
             raise ValueError("token_ids: the prompt is empty")
         bs = self.block_size
-        hit: list[int] = []
-        parent = None
-        # Only the run of leading hits counts: from the first miss on, the engine computes every token anyway.
-        for start in range(0, len(token_ids) - bs + 1, bs):
-            tokens = tuple(token_ids[start:start + bs])
-            parent = hash_block(tokens, parent)
-            block = self._hash_to_block.get(parent)
-            if block is None or self._tokens[block] != tokens:
-                break
-            hit.append(block)
+        hit = self.cached_prefix(token_ids)
         if len(hit) * bs == len(token_ids):
             hit.pop()
         fresh = self._blocks_for(len(token_ids)) - len(hit)
@@ -121,6 +121,51 @@ class BlockManager:
         self.hits += len(hit)
         self.misses += fresh
         return hit + [self._take_fresh() for _ in range(fresh)], len(hit) * bs
+
+    def cached_prefix(self, token_ids: Sequence[int]) -> list[int]:
+        """The registered blocks holding the leading full blocks of `token_ids`, up to the first one missing:
+        only that run counts, since from the first miss on the engine computes every token anyway."""
+        bs, hit = self.block_size, []
+        for i, h in enumerate(prefix_hashes(token_ids, bs)):
+            block = self._hash_to_block.get(h)
+            if block is None or self._tokens[block] != tuple(token_ids[i * bs:(i + 1) * bs]):
+                break
+            hit.append(block)
+        return hit
+
+    def adopt(self, token_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Blocks for the full blocks of `token_ids` whose KV comes from elsewhere (a prefill instance): a block
+        this cache holds already is shared, a missing one is taken fresh and registered, as long as blocks are
+        free. Returns (block_table, indices of the fresh blocks): the caller writes their KV before any step can
+        read it, then frees the table, which leaves them cached under their hashes."""
+        if not self.prefix_caching:
+            raise ValueError("prefix_caching: adopting blocks needs the prefix cache on")
+        bs, table, fresh = self.block_size, [], []
+        for i, h in enumerate(prefix_hashes(token_ids, bs)):
+            tokens = tuple(token_ids[i * bs:(i + 1) * bs])
+            block = self._hash_to_block.get(h)
+            if block is not None and self._tokens[block] != tokens:
+                break  # a hash collision: the name stays with the block that has it
+            if block is not None:
+                if self.ref_count[block] == 0:
+                    del self._cached_free[block]
+                self.ref_count[block] += 1
+            elif self.num_free_blocks:
+                block = self._take_fresh()
+                self._hash[block], self._tokens[block] = h, tokens
+                self._hash_to_block[h] = block
+                fresh.append(i)
+            else:
+                break
+            table.append(block)
+        return table, fresh
+
+    def forget(self, blocks: list[int]) -> None:
+        """Unregisters `blocks` (their KV never arrived): freed, they hold nothing reusable."""
+        for block in blocks:
+            if self._hash_to_block.get(self._hash[block]) == block:
+                del self._hash_to_block[self._hash[block]]
+            self._hash[block] = self._tokens[block] = None
 
     def can_append(self, block_table: list[int], num_tokens_after: int) -> bool:
         """Whether the sequence can grow to `num_tokens_after` tokens: the blocks it lacks are free."""

@@ -225,3 +225,28 @@ def test_bad_requests_name_the_field(llm_dir):
             engine.add_request([5] * 60, SamplingParams(max_tokens=10))
     finally:
         engine.shutdown()
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_kv_from_a_prefill_engine_leaves_only_the_remainder(llm_dir, overlap):
+    """Prefill/decode disaggregation within one process: the prefill engine runs the prompt and exports its full
+    blocks; the decode engine adopts them (through the wire format), computes only the partial last block and
+    the decode tokens, and its greedy output is transformers'."""
+    from grserve.kv.transfer import KVBlocks
+    prompt = [(11 * i) % 390 + 5 for i in range(203)]  # 12 full blocks of 16 + 11 tokens
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    prefill, decode = LLMEngine(llm_dir), LLMEngine(llm_dir, LLMEngineConfig(overlap=overlap))
+    try:
+        prefill.generate_sync(prompt, SamplingParams(temperature=0, max_tokens=1))
+        blocks = KVBlocks.from_bytes(prefill.export_prefix(prompt).to_bytes())
+        assert blocks.num_blocks == 12
+        assert decode.import_prefix(blocks).result(timeout=60) == 12
+        assert decode.import_prefix(blocks).result(timeout=60) == 0  # held already: nothing written
+        (tokens, _, _), = decode.generate_sync(prompt, params)
+        assert tokens == hf_greedy(llm_dir, [prompt], 8)[0]
+        assert decode.num_computed_tokens == 11 + 7 and decode.num_imported_blocks == 12
+        with pytest.raises(ValueError, match="^block_size"):
+            decode.import_prefix(KVBlocks(8, blocks.token_ids, blocks.kv))
+    finally:
+        prefill.shutdown()
+        decode.shutdown()

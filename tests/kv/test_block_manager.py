@@ -127,3 +127,42 @@ def test_from_budget():
     assert (manager.num_blocks, manager.block_size) == (4, 16)
     with pytest.raises(ValueError):
         BlockManager.from_budget(2047, 16, 2, 2, 8, torch.float16)
+
+
+def test_prefix_hashes_name_the_blocks_a_prompt_registers():
+    manager = BlockManager(8, BS)
+    tokens = list(range(30, 41))  # 2 full blocks + 3 tokens
+    registered(manager, tokens)
+    expected = [hash_block(tokens[:4], None)]
+    expected.append(hash_block(tokens[4:8], expected[0]))
+    assert block_manager.prefix_hashes(tokens, BS) == expected == manager.registered_hashes(10)
+
+
+def test_adopted_blocks_are_cached_under_their_hashes():
+    """Blocks whose KV arrives from a prefill instance: the one already held is shared, the others taken fresh,
+    and once the table is freed a prompt with that prefix hits all of them."""
+    manager = BlockManager(6, BS)
+    tokens = list(range(50, 63))  # 3 full blocks + 1 token
+    held = registered(manager, tokens[:4])
+    table, fresh = manager.adopt(tokens)
+    assert len(table) == 3 and table[0] == held[0] and fresh == [1, 2]
+    manager.free(table)
+    manager.free(held)
+    hit, cached = manager.allocate(tokens)
+    assert hit[:3] == table and cached == 12 and manager.hits == 3
+
+
+def test_adoption_stops_when_blocks_run_out():
+    manager = BlockManager(2, BS)
+    table, fresh = manager.adopt(list(range(12)))
+    assert len(table) == 2 and fresh == [0, 1]
+    with pytest.raises(ValueError, match="^prefix_caching"):
+        BlockManager(2, BS, prefix_caching=False).adopt(list(range(4)))
+
+
+def test_forgotten_blocks_are_no_longer_hits():
+    manager = BlockManager(4, BS)
+    table, fresh = manager.adopt(list(range(8)))
+    manager.forget(table)
+    manager.free(table)
+    assert manager.allocate(list(range(8)))[1] == 0 and manager.num_cached_blocks == 0
