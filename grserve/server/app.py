@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -26,6 +27,7 @@ from grserve.server.config import ServerConfig
 from grserve.server.gate import Gate
 from grserve.server.metrics import ServerMetrics
 from grserve.server.openai_api import add_openai_routes
+from grserve.server.pd import add_pd_routes
 from grserve.server.protocol import (BatchRecommendRequest, ErrorResponse, RecommendRequest, RecommendResponse,
                                      error_body)
 
@@ -57,6 +59,13 @@ class ServerState:
     draining: bool = False
     inflight: int = 0
     load_error: str | None = None
+    _client: httpx.AsyncClient | None = None
+
+    def http_client(self) -> httpx.AsyncClient:
+        """One pooled client for the calls this instance makes to others (KV from prefill instances)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+        return self._client
 
     def ready(self) -> Recommender:
         if not self.config.gr_model:
@@ -136,6 +145,7 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
     state = ServerState(config, model_name(config.model), llm=llm, llm_name=model_name(config.llm_model))
     if recommender is not None:
         state.attach(recommender)
+    state.metrics.watch_llm(lambda: state.llm)
 
     def load() -> None:
         try:
@@ -150,6 +160,8 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
         if not state.loaded:
             threading.Thread(target=load, name="grserve-load", daemon=True).start()
         yield
+        if state._client is not None:
+            await state._client.aclose()
         if state.recommender is not None:
             state.recommender.close()
         if state.llm is not None:
@@ -227,6 +239,7 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
         return {"object": "list", "data": [r.body() if isinstance(r, ApiError) else r for r in results]}
 
     add_openai_routes(app, state, ERRORS)
+    add_pd_routes(app, state, ERRORS)
 
     @app.get("/metrics")
     async def metrics() -> Response:

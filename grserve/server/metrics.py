@@ -3,7 +3,10 @@
 Each server has its own registry, so several apps in one process (tests) never collide."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from grserve.engine.gr_engine import GREngine
 from grserve.engine.model_runner import BatchBeams, PreparedBatch
@@ -21,6 +24,8 @@ class ServerMetrics:
                                 ["reason"], registry=r)
         self.timed_out = Counter("grserve:requests_timed_out", "Requests answered 504: deadline passed",
                                  registry=r)
+        self.pd_pull_failures = Counter("grserve:pd_pull_failures", "KV pulls from prefill instances that failed "
+                                        "(the prompt was computed here instead)", registry=r)
         self.waiting = Gauge("grserve:num_requests_waiting", "Requests in the admission queue", registry=r)
         self.running = Gauge("grserve:num_requests_running", "Requests in the batch computing now", registry=r)
         self.running_rows = Gauge("grserve:beam_rows_running", "Beam rows in the batch computing now", registry=r)
@@ -38,6 +43,10 @@ class ServerMetrics:
         self.decode = latency("grserve:request_decode_time_seconds", "Decode time of the request's step")
         self.select = latency("grserve:beam_selection_time_seconds", "Beam selection time of the request's step")
         self.e2e = latency("grserve:e2e_request_latency_seconds", "End-to-end latency of answered requests")
+
+    def watch_llm(self, engine: Callable[[], object]) -> None:
+        """Export the LLM engine's own counters at scrape time; `engine()` is None until it has loaded."""
+        self.registry.register(_LLMCollector(engine))
 
     def attach(self, engine: GREngine) -> None:
         """Read the engine's gauges at scrape time and observe every engine step (once it has loaded)."""
@@ -60,3 +69,29 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _LLMCollector:
+    """The LLM engine's counters and cache use, read when scraped (the engine keeps them as plain ints)."""
+
+    def __init__(self, engine: Callable[[], object]):
+        self.engine = engine
+
+    def collect(self):
+        engine = self.engine()
+        if engine is None:
+            return
+        blocks = engine.blocks
+        for name, doc, value in (
+                ("grserve:prompt_tokens_computed", "LLM tokens whose KV this instance computed",
+                 engine.num_computed_tokens),
+                ("grserve:prefix_cache_hit_blocks", "Prompt blocks served by the prefix cache", blocks.hits),
+                ("grserve:prefix_cache_miss_blocks", "Prompt blocks computed afresh", blocks.misses),
+                ("grserve:pd_imported_blocks", "KV blocks adopted from prefill instances",
+                 engine.num_imported_blocks),
+                ("grserve:spec_decode_num_draft_tokens", "Speculative tokens proposed", engine.num_draft_tokens),
+                ("grserve:spec_decode_num_accepted_tokens", "Speculative tokens accepted",
+                 engine.num_accepted_tokens)):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily("grserve:gpu_cache_usage_perc", "Share of KV blocks in use (as vLLM names it)",
+                                value=blocks.blocks_in_use / blocks.num_blocks)

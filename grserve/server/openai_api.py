@@ -7,13 +7,14 @@ import json
 import time
 import uuid
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from grserve.engine.request import GRRequest, InvalidRequest
 from grserve.engine.sequence import OFFLINE, ONLINE
 from grserve.model.tokenizer import chat_prompt
 from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
+from grserve.server.pd import pull_prefill
 
 
 def _params(req, max_tokens: int | None, logprobs: int | None):
@@ -102,7 +103,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
     from grserve.server.app import ApiError
 
     @app.post("/v1/completions", responses=errors)
-    async def completions(req: CompletionRequest):
+    async def completions(req: CompletionRequest, request: Request):
         if req.beam_width is not None:
             return await _gr_completion(state, req)
         engine = _llm(state)
@@ -116,6 +117,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
                 engine.check(ids, params)
         except ValueError as e:
             raise ApiError(400, str(e), str(e).split(":")[0])
+        await pull_prefill(state, request, prompts, req.priority)
         if req.stream:
             if len(prompts) != 1:
                 raise ApiError(400, "prompt: streaming takes a single prompt", "prompt")
@@ -136,7 +138,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
                                                       "total_tokens": prompt_tokens + completion_tokens}}
 
     @app.post("/v1/chat/completions", responses=errors)
-    async def chat_completions(req: ChatCompletionRequest):
+    async def chat_completions(req: ChatCompletionRequest, request: Request):
         engine = _llm(state)
         try:
             ids = chat_prompt(engine.tokenizer, [m.model_dump(exclude_none=True) for m in req.messages])
@@ -148,6 +150,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
             engine.check(ids, params)
         except ValueError as e:
             raise ApiError(400, str(e), str(e).split(":")[0])
+        await pull_prefill(state, request, [ids], req.priority)
         priority = OFFLINE if req.priority == "offline" else ONLINE
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
