@@ -77,6 +77,8 @@ def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
     info = InstanceInfo(instance_id=f"{config.host}:{config.port}",
                         address=config.advertise or f"http://{config.host}:{config.port}",
                         model=state.model_name if config.gr_model else state.llm_name, kinds=kinds, role=config.role)
+    if state.llm is not None:
+        info.block_size = state.llm.blocks.block_size
     server.registration = Registry(config.register).register(info, ttl=config.lease_ttl_s)
     server.registration.start_heartbeats(lambda: instance_load(state), interval=config.heartbeat_s)
     logging.getLogger("grserve").info("registered %s (incarnation %s) in %s", info.instance_id, info.incarnation,

@@ -43,6 +43,7 @@ class InstanceInfo:
     # requests) from a live instance by a changed value under the same instance_id.
     incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
     heartbeat_interval: float = 1.0  # seconds; written by the instance so routers know when to suspect it
+    block_size: int = 16  # tokens per KV block of the LLM's prefix cache: routers hash prompts in blocks of it
     # Load, rewritten by every heartbeat.
     queue_depth: int = 0
     running_rows: int = 0
