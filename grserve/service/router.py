@@ -6,7 +6,7 @@ run side by side.
 Fault tolerance: an instance that refuses the connection, drops it, or answers 502/503 (draining,
 loading) is skipped and the request goes to another one, within the request's deadline; GR requests
 and non-streamed completions are idempotent. A streamed completion is retried only before its first
-byte; after that a failure ends the stream with an error event."""
+byte; after that a failure ends the stream with an error event and `data: [DONE]`."""
 from __future__ import annotations
 
 import json
@@ -70,6 +70,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
         deadline = time.monotonic() + max(timeout, 0.001)
         kind = KIND_OF_PATH[path] or ("gr" if "beam_width" in body else "llm")
         session = request.headers.get("x-session-id")
+        streamed = bool(body.get("stream"))
         headers = {"content-type": request.headers.get("content-type", "application/json")}
         tried: set[str] = set()
         last_error = "no live instance serves this request"
@@ -81,10 +82,22 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
             inst = pick(live, body, session)
             tried.add(inst.instance_id)
             inflight[inst.instance_id] += 1
+            relaying = False  # a relayed stream stays in flight until its last byte
             try:
-                if body.get("stream"):
-                    return await stream(inst, path, raw, headers, remaining)
-                r = await client.post(inst.address + path, content=raw, headers=headers, timeout=remaining)
+                req = client.build_request("POST", inst.address + path, content=raw, headers=headers,
+                                           timeout=remaining)
+                # A stream's body is read here only when the instance answered anything but a 200.
+                r = await client.send(req, stream=streamed)
+                if streamed and r.status_code != 200:
+                    await r.aread()
+                forwarded.labels(instance=inst.instance_id, status=str(r.status_code)).inc()
+                if r.status_code in (502, 503):
+                    retried.labels(instance=inst.instance_id).inc()
+                    last_error = f"instance {inst.instance_id} answered {r.status_code}"
+                    continue
+                if streamed and r.status_code == 200:
+                    relaying = True
+                    return StreamingResponse(relay(inst.instance_id, r), media_type="text/event-stream")
             except RETRYABLE as e:
                 retried.labels(instance=inst.instance_id).inc()
                 cache.mark_suspect(inst.instance_id)
@@ -94,37 +107,32 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
                 return JSONResponse(error_body(504, "deadline passed while the instance computed", "timeout_ms",
                                                "timeout_error"), status_code=504)
             finally:
-                inflight[inst.instance_id] -= 1
-            forwarded.labels(instance=inst.instance_id, status=str(r.status_code)).inc()
-            if r.status_code in (502, 503):
-                retried.labels(instance=inst.instance_id).inc()
-                last_error = f"instance {inst.instance_id} answered {r.status_code}"
-                continue
+                if not relaying:
+                    inflight[inst.instance_id] -= 1
             keep = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "retry-after")}
             return Response(r.content, status_code=r.status_code, headers=keep)
         status = 504 if time.monotonic() >= deadline else 503
         return JSONResponse(error_body(status, last_error, None, "unavailable"), status_code=status,
                             headers={"Retry-After": "1"})
 
-    async def stream(inst, path, raw, headers, remaining):
-        req = client.build_request("POST", inst.address + path, content=raw, headers=headers, timeout=remaining)
-        upstream = await client.send(req, stream=True)  # connection errors here are still retryable
-        if upstream.status_code != 200:
-            content = await upstream.aread()
+    async def relay(instance_id: str, upstream: httpx.Response):
+        """The instance's server-sent events, passed on whole: an event cut by a failure is dropped, and a
+        stream that ends any way but with `data: [DONE]` ends with an error event and its own [DONE]."""
+        pending, done = b"", False
+        try:
+            async for chunk in upstream.aiter_raw():
+                events, sep, pending = (pending + chunk).rpartition(b"\n\n")
+                if sep:
+                    done = events.endswith(b"data: [DONE]")
+                    yield events + sep
+        except httpx.TransportError:
+            pass  # the instance died or stalled: said below, unless its [DONE] already went out
+        finally:
+            inflight[instance_id] -= 1  # before the await, which a client hanging up may cancel
             await upstream.aclose()
-            return Response(content, status_code=upstream.status_code,
-                            headers={"content-type": upstream.headers.get("content-type", "application/json")})
-
-        async def relay():
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            except RETRYABLE + (httpx.ReadTimeout,):
-                err = error_body(502, f"instance {inst.instance_id} failed mid-stream", None, "upstream_error")
-                yield f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()
-            finally:
-                await upstream.aclose()
-        return StreamingResponse(relay(), media_type="text/event-stream")
+        if not done:
+            err = error_body(502, f"instance {instance_id} failed mid-stream", None, "upstream_error")
+            yield f"data: {json.dumps(err)}\n\ndata: [DONE]\n\n".encode()
 
     def route(path: str):
         async def endpoint(request: Request):
@@ -151,8 +159,8 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
 
     @app.get("/v1/instances")
     async def instances():
-        return {"data": [{**i.to_dict(), "suspect": cache.is_suspect(i.instance_id)}
-                         for i in cache.instances().values()]}
+        return {"data": [{**i.to_dict(), "suspect": cache.is_suspect(i.instance_id),
+                          "inflight": inflight[i.instance_id]} for i in cache.instances().values()]}
 
     @app.get("/metrics")
     async def metrics():
