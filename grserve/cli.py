@@ -125,8 +125,12 @@ def cmd_router(args) -> None:
     import uvicorn
 
     from grserve.service.router import create_router_app
-    uvicorn.run(create_router_app(args.etcd, args.policy, args.retries), host=args.host, port=args.port,
-                log_level="info")
+    tokenizer = None
+    if args.tokenizer:
+        from grserve.model.tokenizer import load_tokenizer
+        tokenizer = load_tokenizer(args.tokenizer)
+    uvicorn.run(create_router_app(args.etcd, args.policy, args.retries, tokenizer=tokenizer), host=args.host,
+                port=args.port, log_level="info")
 
 
 def cmd_bench_scaling(args) -> None:
@@ -217,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--policy", choices=("round-robin", "least-loaded", "cache-aware"), default="least-loaded")
     p.add_argument("--retries", type=int, default=2, help="other instances tried after a failure")
+    p.add_argument("--tokenizer", help="the served LLM's model directory: cache-aware routing of text prompts")
     p.set_defaults(func=cmd_router)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)

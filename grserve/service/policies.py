@@ -4,13 +4,18 @@ round-robin cycles; least-loaded takes the lowest load (the queue and beam rows 
 reported, plus the requests this router has in flight to it); session affinity maps a session key to an
 instance by rendezvous hashing, so a key stays put while its instance lives and moves alone when it dies;
 cache-aware (LLM prompts) scores each instance by the share of the prompt's prefix blocks it reports
-holding, minus its load."""
+holding, minus its load.
+
+Every policy takes the request's prompt token ids (None when the router does not know them); only
+cache-aware reads them."""
 from __future__ import annotations
 
 import hashlib
 import itertools
 from collections import defaultdict
+from collections.abc import Sequence
 
+from grserve.kv.block_manager import prefix_hashes
 from grserve.service.registry import InstanceInfo
 
 
@@ -22,12 +27,12 @@ class RoundRobin:
     def __init__(self):
         self.counter = itertools.count()
 
-    def choose(self, instances: list[InstanceInfo], inflight: dict, prefix_hashes: list[int] | None = None):
+    def choose(self, instances: list[InstanceInfo], inflight: dict, prompt: Sequence[int] | None = None):
         return sorted(instances, key=lambda i: i.instance_id)[next(self.counter) % len(instances)]
 
 
 class LeastLoaded:
-    def choose(self, instances: list[InstanceInfo], inflight: dict, prefix_hashes: list[int] | None = None):
+    def choose(self, instances: list[InstanceInfo], inflight: dict, prompt: Sequence[int] | None = None):
         return min(instances, key=lambda i: (load_of(i, inflight[i.instance_id]), i.instance_id))
 
 
@@ -35,18 +40,20 @@ class CacheAware:
     """score = matched share of the prompt's prefix blocks - load / (1 + max load): a warm cache wins
     unless its instance is much busier than the others."""
 
-    def choose(self, instances: list[InstanceInfo], inflight: dict, prefix_hashes: list[int] | None = None):
+    def choose(self, instances: list[InstanceInfo], inflight: dict, prompt: Sequence[int] | None = None):
         loads = {i.instance_id: load_of(i, inflight[i.instance_id]) for i in instances}
         top = max(loads.values()) + 1
+        # Hashed once per block size among the instances: a block's name depends on where blocks end.
+        hashes = {size: prefix_hashes(prompt or [], size) for size in {i.block_size for i in instances}}
 
         def score(i: InstanceInfo) -> float:
-            held = set(i.prefix_hashes)
+            held, wanted = set(i.prefix_hashes), hashes[i.block_size]
             matched = 0
-            for h in prefix_hashes or []:  # chained hashes: only the leading run counts
+            for h in wanted:  # chained hashes: only the leading run counts
                 if h not in held:
                     break
                 matched += 1
-            share = matched / len(prefix_hashes) if prefix_hashes else 0.0
+            share = matched / len(wanted) if wanted else 0.0
             return share - loads[i.instance_id] / top
         return max(instances, key=lambda i: (score(i), -loads[i.instance_id], i.instance_id))
 

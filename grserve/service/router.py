@@ -6,7 +6,10 @@ run side by side.
 Fault tolerance: an instance that refuses the connection, drops it, or answers 502/503 (draining,
 loading) is skipped and the request goes to another one, within the request's deadline; GR requests
 and non-streamed completions are idempotent. A streamed completion is retried only before its first
-byte; after that a failure ends the stream with an error event and `data: [DONE]`."""
+byte; after that a failure ends the stream with an error event and `data: [DONE]`.
+
+Cache-aware routing computes the prompt's token ids in the router (`prompts`), hashes them in each
+instance's block size, and matches the hashes against the prefix blocks the instances report."""
 from __future__ import annotations
 
 import json
@@ -19,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from grserve.server.protocol import error_body
 from grserve.service.policies import POLICIES, affinity, new_inflight
+from grserve.service.prompts import request_token_ids
 from grserve.service.registry import InstanceCache, Registry
 
 RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError,
@@ -29,7 +33,9 @@ KIND_OF_PATH = {"/v1/recommend": "gr", "/v1/recommend/batch": "gr", "/v1/complet
 
 def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int = 2,
                       default_timeout_s: float = 30.0, poll_interval: float = 0.5,
-                      prefix: str = "/grserve/instances/") -> FastAPI:
+                      prefix: str = "/grserve/instances/", tokenizer=None) -> FastAPI:
+    """`tokenizer` (the served LLM's, from `load_tokenizer`) lets cache-aware routing match text prompts and
+    chats; without it only token-id prompts are matched, the rest go by load."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {policy!r}")
     cache = InstanceCache(Registry(etcd_url, prefix=prefix), interval=poll_interval)
@@ -53,10 +59,10 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
         live = [i for i in cache.alive() if i.instance_id not in tried and (kind is None or kind in i.kinds)]
         return live
 
-    def pick(live, body: dict, session: str | None):
+    def pick(live, prompt: list[int] | None, session: str | None):
         if session:
             return affinity(live, session)
-        return chooser.choose(live, inflight, body.get("prefix_hashes"))
+        return chooser.choose(live, inflight, prompt)
 
     async def forward(request: Request, path: str):
         raw = await request.body()
@@ -70,6 +76,8 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
         deadline = time.monotonic() + max(timeout, 0.001)
         kind = KIND_OF_PATH[path] or ("gr" if "beam_width" in body else "llm")
         session = request.headers.get("x-session-id")
+        # Tokenizing costs the router CPU: done only for the policy that reads the prompt.
+        prompt = request_token_ids(path, body, tokenizer) if policy == "cache-aware" and kind == "llm" else None
         streamed = bool(body.get("stream"))
         headers = {"content-type": request.headers.get("content-type", "application/json")}
         tried: set[str] = set()
@@ -79,7 +87,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
             remaining = deadline - time.monotonic()
             if not live or remaining <= 0:
                 break
-            inst = pick(live, body, session)
+            inst = pick(live, prompt, session)
             tried.add(inst.instance_id)
             inflight[inst.instance_id] += 1
             relaying = False  # a relayed stream stays in flight until its last byte

@@ -13,6 +13,7 @@ from typing import Literal
 
 import httpx
 
+from grserve.kv.block_manager import BlockManager
 from grserve.service.registry import InstanceInfo, Registry
 
 Answer = Callable[[socket.socket], None]
@@ -73,6 +74,15 @@ class FakeInstance:
         self._stopping.set()
         if self._acceptor.is_alive():
             self._acceptor.join()
+
+
+def reported_hashes(block_size: int, *prompts: list[int]) -> list[int]:
+    """What an instance whose engine served `prompts` reports: its BlockManager's registered hashes."""
+    manager = BlockManager(256, block_size)
+    for tokens in prompts:
+        table, _ = manager.allocate(tokens)
+        manager.append_slot(table, tokens)  # as the engine does before the prompt's prefill step
+    return manager.registered_hashes(limit=4096)
 
 
 def answer_json(body: dict, status: int = 200) -> Answer:

@@ -1,13 +1,14 @@
-"""Routing policies on hand-built instance lists."""
+"""Routing policies on hand-built instance lists; cache-aware over the hashes a real BlockManager registers."""
 from collections import defaultdict
 
 from grserve.service.policies import CacheAware, LeastLoaded, RoundRobin, affinity
 from grserve.service.registry import InstanceInfo
+from tests.service.fake_instance import reported_hashes
 
 
-def inst(name, queue=0, rows=0, hashes=()):
+def inst(name, queue=0, rows=0, hashes=(), block_size=16):
     return InstanceInfo(instance_id=name, address=f"http://{name}", model="m", queue_depth=queue, running_rows=rows,
-                        prefix_hashes=list(hashes))
+                        prefix_hashes=list(hashes), block_size=block_size)
 
 
 def test_round_robin_cycles_in_a_stable_order():
@@ -23,16 +24,27 @@ def test_least_loaded_counts_reported_load_and_own_inflight():
 
 
 def test_cache_aware_prefers_the_warm_prefix_unless_much_busier():
-    prompt = [11, 22, 33, 44]  # chained block hashes of the prompt's prefix
-    warm, cold = inst("warm", queue=1, hashes=[11, 22, 33]), inst("cold", queue=0)
+    prompt = list(range(100, 116))  # 4 blocks of 4
+    warm, cold = inst("warm", queue=1, hashes=reported_hashes(4, prompt[:12]), block_size=4), inst("cold", block_size=4)
     # warm: 3/4 matched - 1/2 = 0.25 ; cold: 0 - 0 = 0
     assert CacheAware().choose([warm, cold], defaultdict(int), prompt).instance_id == "warm"
-    busy = inst("warm", queue=9, hashes=[11, 22, 33])
+    busy = inst("warm", queue=9, hashes=reported_hashes(4, prompt[:12]), block_size=4)
     # busy: 0.75 - 9/10 < 0
     assert CacheAware().choose([busy, cold], defaultdict(int), prompt).instance_id == "cold"
-    # only the leading run counts: a hash held without its parents is no hit
-    gap = inst("gap", hashes=[22, 33, 44])
-    assert CacheAware().choose([gap, inst("other", hashes=[11])], defaultdict(int), prompt).instance_id == "other"
+    # only the leading run counts: blocks 2-4 without the first (cut off by the report's limit) are no hit
+    gap = inst("gap", hashes=reported_hashes(4, prompt)[1:], block_size=4)
+    other = inst("other", hashes=reported_hashes(4, prompt[:4]), block_size=4)
+    assert CacheAware().choose([gap, other], defaultdict(int), prompt).instance_id == "other"
+    # no prompt (text without a tokenizer): load decides
+    assert CacheAware().choose([warm, cold], defaultdict(int), None).instance_id == "cold"
+
+
+def test_cache_aware_hashes_in_each_instances_block_size():
+    prompt = list(range(200, 232))
+    small, large = inst("small", hashes=reported_hashes(4, prompt[:16]), block_size=4), inst("large", block_size=8)
+    assert CacheAware().choose([small, large], defaultdict(int), prompt).instance_id == "small"  # 4/8 vs 0
+    large = inst("large", hashes=reported_hashes(8, prompt), block_size=8)
+    assert CacheAware().choose([small, large], defaultdict(int), prompt).instance_id == "large"  # 4/4
 
 
 def test_affinity_is_stable_and_moves_only_the_dead_instances_keys():
