@@ -19,18 +19,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-try:
-    from xxhash import xxh64_intdigest as _digest
-except ImportError:  # xxhash is only faster; blake2b gives the same guarantees
-    def _digest(data: bytes) -> int:
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-
-
 def hash_block(token_ids: Sequence[int], parent_hash: int | None) -> int:
     """The hash of a full block of `token_ids` after the prefix whose last block hashed to `parent_hash`
     (None for the first block): an unsigned 64-bit int identifying the whole prefix up to this block."""
+    # One fixed function everywhere (not "xxhash when installed"): routers and instances of different
+    # environments must name the same prefix alike.
     parent = b"" if parent_hash is None else parent_hash.to_bytes(8, "little")
-    return _digest(parent + array("q", token_ids).tobytes())
+    digest = hashlib.blake2b(parent + array("q", token_ids).tobytes(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
 
 
 def prefix_hashes(token_ids: Sequence[int], block_size: int) -> list[int]:

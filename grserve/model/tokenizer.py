@@ -17,6 +17,21 @@ def load_tokenizer(directory: str | Path):
     return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
 
 
+def prompt_token_ids(tokenizer, prompt) -> list[list[int]]:
+    """The token ids of an OpenAI completions `prompt`: a string, a list of strings, token ids, or lists of
+    token ids. Raises ValueError for anything else. The instance's route and the router (which hashes the
+    ids for cache-aware routing) both call this, so they agree."""
+    if isinstance(prompt, str):
+        return [tokenizer.encode(prompt)]
+    if prompt and all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]
+    if prompt and all(isinstance(p, str) for p in prompt):
+        return [tokenizer.encode(p) for p in prompt]
+    if prompt and all(isinstance(p, list) for p in prompt):
+        return [list(p) for p in prompt]
+    raise ValueError("prompt: must be a string, a list of strings, token ids or lists of token ids")
+
+
 def chat_prompt(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
     """Token ids of a chat, rendered with the model's own chat template."""
     if not getattr(tokenizer, "chat_template", None):

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from grserve.engine.request import GRRequest, InvalidRequest
 from grserve.engine.sequence import OFFLINE, ONLINE
-from grserve.model.tokenizer import chat_prompt
+from grserve.model.tokenizer import chat_prompt, prompt_token_ids
 from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
 from grserve.server.pd import pull_prefill
 
@@ -33,19 +33,6 @@ def _llm(state):
                        "no LLM is served here" if state.config.llm_model is None else "LLM is loading",
                        "model", kind="invalid_request_error" if state.config.llm_model is None else "unavailable")
     return state.llm
-
-
-def _token_ids(engine, prompt) -> list[list[int]]:
-    from grserve.server.app import ApiError
-    if isinstance(prompt, str):
-        return [engine.tokenizer.encode(prompt)]
-    if prompt and all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]
-    if prompt and all(isinstance(p, str) for p in prompt):
-        return [engine.tokenizer.encode(p) for p in prompt]
-    if prompt and all(isinstance(p, list) for p in prompt):
-        return [list(p) for p in prompt]
-    raise ApiError(400, "prompt: must be a string, a list of strings, token ids or lists of token ids", "prompt")
 
 
 def _logprobs_block(engine, entries, chat: bool):
@@ -107,7 +94,10 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
         if req.beam_width is not None:
             return await _gr_completion(state, req)
         engine = _llm(state)
-        prompts = _token_ids(engine, req.prompt)
+        try:
+            prompts = prompt_token_ids(engine.tokenizer, req.prompt)
+        except ValueError as e:
+            raise ApiError(400, str(e), "prompt")
         params = _params(req, req.max_tokens, req.logprobs)
         priority = OFFLINE if req.priority == "offline" else ONLINE
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -141,7 +131,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
     async def chat_completions(req: ChatCompletionRequest, request: Request):
         engine = _llm(state)
         try:
-            ids = chat_prompt(engine.tokenizer, [m.model_dump(exclude_none=True) for m in req.messages])
+            ids = chat_prompt(engine.tokenizer, req.template_messages())
         except ValueError as e:
             raise ApiError(400, f"messages: {e}", "messages")
         params = _params(req, req.max_completion_tokens or req.max_tokens,

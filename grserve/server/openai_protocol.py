@@ -71,3 +71,7 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def template_messages(self) -> list[dict]:
+        """The messages as the chat template takes them (unset fields left out)."""
+        return [m.model_dump(exclude_none=True) for m in self.messages]

@@ -2,17 +2,17 @@
 cache-aware routing hashes (`block_manager.prefix_hashes`) to find the instance that caches the prompt's prefix."""
 from __future__ import annotations
 
-from grserve.model.tokenizer import chat_prompt
-from grserve.server.openai_protocol import ChatMessage
+from grserve.model.tokenizer import chat_prompt, prompt_token_ids
+from grserve.server.openai_protocol import ChatCompletionRequest
 
 
 def request_token_ids(path: str, body: dict, tokenizer=None) -> list[int] | None:
     """The prompt token ids an instance computes for an OpenAI request `body` to `path`, or None when the
     router cannot know them: text without a `tokenizer`, or a body the instance will refuse anyway.
 
-    The same calls as the instance's routes (grserve/server/openai_api.py): `tokenizer.encode` of a text
-    prompt, token ids as given, and the chat template over the messages as their request model dumps them.
-    A request of several prompts goes to one instance: its first prompt stands for them all."""
+    The same functions as the instance's routes (grserve/server/openai_api.py): `prompt_token_ids`, and the
+    chat template over the request model's messages. A request of several prompts goes to one instance: its
+    first prompt stands for them all."""
     try:
         return _token_ids(path, body, tokenizer)
     except Exception:  # a template or tokenizer that fails here costs the request its routing hint, nothing more
@@ -21,15 +21,11 @@ def request_token_ids(path: str, body: dict, tokenizer=None) -> list[int] | None
 
 def _token_ids(path: str, body: dict, tokenizer) -> list[int] | None:
     if path == "/v1/chat/completions":
-        if tokenizer is None or not isinstance(body.get("messages"), list):
+        if tokenizer is None:
             return None
-        messages = [ChatMessage.model_validate(m).model_dump(exclude_none=True) for m in body["messages"]]
-        return chat_prompt(tokenizer, messages)
+        return chat_prompt(tokenizer, ChatCompletionRequest.model_validate(body).template_messages())
     prompt = body.get("prompt")
-    if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
-        prompt = prompt[0]
-    if isinstance(prompt, str):
-        return tokenizer.encode(prompt) if tokenizer is not None else None
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        return list(prompt)
-    return None
+    texts = isinstance(prompt, str) or (isinstance(prompt, list) and any(isinstance(p, str) for p in prompt))
+    if texts and tokenizer is None:
+        return None
+    return prompt_token_ids(tokenizer, prompt)[0]

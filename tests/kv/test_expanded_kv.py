@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from grserve.kv import ExpandedKVCache, SeparatedKVCache
+from grserve.kv.expanded_kv import ExpandedKVCache
+from grserve.kv.separated_kv import SeparatedKVCache
 from tests.kv import ARCHITECTURES, check_beam_rounds, prefill, tiny_model
 
 

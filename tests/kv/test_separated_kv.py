@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from grserve.kv import SeparatedKVCache
+from grserve.kv.separated_kv import SeparatedKVCache
 from tests.kv import ARCHITECTURES, check_beam_rounds, prefill, tiny_model
 
 
