@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from grserve.engine.sequence import OFFLINE, ONLINE
 from grserve.kv.transfer import KVBlocks
 from grserve.sampling.params import SamplingParams
+from grserve.server.protocol import PREFILL_HEADER
 
-PREFILL_HEADER = "x-grserve-prefill"
 log = logging.getLogger("grserve")
 
 
@@ -48,6 +48,8 @@ async def pull_prefill(state, request: Request, prompts: list[list[int]], priori
     engine = state.llm
     client = state.http_client()
     for ids in prompts:
+        if len(engine.blocks.cached_prefix(ids)) == len(ids) // engine.blocks.block_size:
+            continue  # every full block is here already (or there is none): nothing to pull
         try:
             r = await client.post(address.rstrip("/") + "/v1/pd/prefill",
                                   json={"prompt_token_ids": ids, "priority": priority}, timeout=60)

@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 ItemId = Union[int, str]
 MAX_LIST = 100_000
 
+# Router → decode instance: the address of the prefill instance to pull the prompt's KV from (server/pd.py).
+PREFILL_HEADER = "x-grserve-prefill"
+
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")

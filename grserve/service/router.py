@@ -20,13 +20,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
-from grserve.server.protocol import error_body
-from grserve.service.policies import POLICIES, affinity, new_inflight
+from grserve.server.protocol import PREFILL_HEADER, error_body
+from grserve.service.policies import POLICIES, LeastLoaded, affinity, new_inflight
 from grserve.service.prompts import request_token_ids
 from grserve.service.registry import InstanceCache, Registry
 
 RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError,
              httpx.ConnectTimeout, httpx.PoolTimeout)
+LEAST_LOADED = LeastLoaded()
 KIND_OF_PATH = {"/v1/recommend": "gr", "/v1/recommend/batch": "gr", "/v1/completions": None,
                 "/v1/chat/completions": "llm"}
 
@@ -43,6 +44,8 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
     registry = CollectorRegistry()
     forwarded = Counter("grserve_router:forwarded", "Requests forwarded, by instance and status",
                         ["instance", "status"], registry=registry)
+    paired_total = Counter("grserve_router:pd_paired", "LLM requests sent to a decode instance with a prefill "
+                           "instance to pull the prompt's KV from", ["prefill", "decode"], registry=registry)
     retried = Counter("grserve_router:retried", "Attempts that failed over to another instance", ["instance"],
                       registry=registry)
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
@@ -59,10 +62,18 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
         live = [i for i in cache.alive() if i.instance_id not in tried and (kind is None or kind in i.kinds)]
         return live
 
-    def pick(live, prompt: list[int] | None, session: str | None):
-        if session:
-            return affinity(live, session)
-        return chooser.choose(live, inflight, prompt)
+    def pick(live, prompt: list[int] | None, session: str | None, kind: str | None):
+        """The instance to send the request to, and the prefill instance to pair it with (or None).
+
+        LLM requests go to decode and mixed instances; when the request goes to a decode instance and prefill
+        instances are alive, the least-loaded of those computes the prompt's KV, which the decode instance
+        pulls. Prefill instances take requests whole only when nothing else is left."""
+        prefills = [i for i in live if i.role == "prefill"] if kind == "llm" else []
+        serving = [i for i in live if i not in prefills] or live
+        inst = affinity(serving, session) if session else chooser.choose(serving, inflight, prompt)
+        if inst.role != "decode" or not prefills:
+            return inst, None
+        return inst, LEAST_LOADED.choose(prefills, inflight, None)
 
     async def forward(request: Request, path: str):
         raw = await request.body()
@@ -87,13 +98,16 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
             remaining = deadline - time.monotonic()
             if not live or remaining <= 0:
                 break
-            inst = pick(live, prompt, session)
+            inst, prefill = pick(live, prompt, session, kind)
             tried.add(inst.instance_id)
             inflight[inst.instance_id] += 1
             relaying = False  # a relayed stream stays in flight until its last byte
             try:
-                req = client.build_request("POST", inst.address + path, content=raw, headers=headers,
+                paired = {**headers, PREFILL_HEADER: prefill.address} if prefill else headers
+                req = client.build_request("POST", inst.address + path, content=raw, headers=paired,
                                            timeout=remaining)
+                if prefill:
+                    paired_total.labels(prefill=prefill.instance_id, decode=inst.instance_id).inc()
                 # A stream's body is read here only when the instance answered anything but a 200.
                 r = await client.send(req, stream=streamed)
                 if streamed and r.status_code != 200:

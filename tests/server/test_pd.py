@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from grserve.model.tokenizer import load_tokenizer
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
-from grserve.server.pd import PREFILL_HEADER
+from grserve.server.protocol import PREFILL_HEADER
 from tests.engine.test_llm_engine import hf_greedy
 from tests.server.conftest import free_port, running
 
@@ -42,8 +42,8 @@ def pair(llm_dir):
         yield p, d
 
 
-def complete(url: str, headers: dict, stream: bool = False) -> str:
-    body = {"prompt": PROMPT, "max_tokens": 6, "temperature": 0, "ignore_eos": True}
+def complete(url: str, headers: dict, stream: bool = False, prompt: list[int] = PROMPT) -> str:
+    body = {"prompt": prompt, "max_tokens": 6, "temperature": 0, "ignore_eos": True}
     if not stream:
         r = httpx.post(url + "/v1/completions", json=body, headers=headers, timeout=60)
         assert r.status_code == 200, r.text
@@ -70,8 +70,9 @@ def test_decode_pulls_the_prompt_kv_and_computes_only_the_remainder(pair, llm_di
 def test_a_dead_prefill_instance_costs_only_the_transfer(pair, llm_dir):
     _, d = pair
     failures = metric(d, "grserve:pd_pull_failures_total")
-    got = complete(d, {PREFILL_HEADER: f"http://127.0.0.1:{free_port()}"}, stream=True)
-    assert got == load_tokenizer(llm_dir).decode(hf_greedy(llm_dir, [PROMPT], 6)[0], skip_special_tokens=True)
+    prompt = PROMPT[::-1]  # not cached there yet
+    got = complete(d, {PREFILL_HEADER: f"http://127.0.0.1:{free_port()}"}, stream=True, prompt=prompt)
+    assert got == load_tokenizer(llm_dir).decode(hf_greedy(llm_dir, [prompt], 6)[0], skip_special_tokens=True)
     assert metric(d, "grserve:pd_pull_failures_total") == failures + 1
 
 
