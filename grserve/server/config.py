@@ -39,6 +39,7 @@ class ServerConfig:
     overlap: bool | None = None  # prepare step i+1 while step i computes (None: on for accelerators, off on CPU)
     register: str | None = None  # etcd URL: register this instance there under a lease, with heartbeats
     role: str = "mixed"  # mixed | prefill | decode
+    dynamic_pd: bool = False  # a prefill or decode instance switches role as the load between the pools shifts
     advertise: str | None = None  # the address routers use (default http://host:port)
     lease_ttl_s: int = 5
     heartbeat_s: float = 1.0
@@ -54,6 +55,8 @@ class ServerConfig:
             raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {self.history_overflow!r}")
         if self.role not in ("mixed", "prefill", "decode"):
             raise ValueError(f"role must be mixed, prefill or decode, got {self.role!r}")
+        if self.dynamic_pd and (self.role == "mixed" or not self.register):
+            raise ValueError("dynamic_pd: needs role prefill or decode and --register (it reads the other instances)")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
             raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
         if self.overlap and self.speculative_tokens:

@@ -68,6 +68,7 @@ def instance_load(state) -> dict:
 def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
     """Registers once the socket listens and the models are loaded, then heartbeats until drained."""
     from grserve.service.registry import InstanceInfo, Registry
+    from grserve.service.roles import RoleSwitcher
     state = server.state
     while not (server.started and state.loaded) and not server.should_exit:
         time.sleep(0.05)
@@ -79,7 +80,9 @@ def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
                         model=state.model_name if config.gr_model else state.llm_name, kinds=kinds, role=config.role)
     if state.llm is not None:
         info.block_size = state.llm.blocks.block_size
-    server.registration = Registry(config.register).register(info, ttl=config.lease_ttl_s)
-    server.registration.start_heartbeats(lambda: instance_load(state), interval=config.heartbeat_s)
+    registry = Registry(config.register)
+    server.registration = registry.register(info, ttl=config.lease_ttl_s)
+    switch = RoleSwitcher(registry, server.registration) if config.dynamic_pd else dict
+    server.registration.start_heartbeats(lambda: {**instance_load(state), **switch()}, interval=config.heartbeat_s)
     logging.getLogger("grserve").info("registered %s (incarnation %s) in %s", info.instance_id, info.incarnation,
                                       config.register)

@@ -25,7 +25,9 @@ from etcd3gw.lease import Lease
 
 log = logging.getLogger(__name__)
 
-LOAD_FIELDS = frozenset({"queue_depth", "running_rows", "kv_usage", "p99_ms", "prefix_hashes"})
+# What heartbeats rewrite: the load, and the role (dynamic PD switches it).
+LOAD_FIELDS = frozenset({"queue_depth", "running_rows", "kv_usage", "p99_ms", "prefix_hashes", "role",
+                         "role_changed"})
 
 
 class RegistryError(RuntimeError):
@@ -39,6 +41,7 @@ class InstanceInfo:
     model: str
     kinds: list[str] = field(default_factory=lambda: ["gr"])  # "gr" and/or "llm"
     role: Literal["mixed", "prefill", "decode"] = "mixed"
+    role_changed: float = 0.0  # unix time of the last dynamic-PD switch (0: never)
     # New with every InstanceInfo, i.e. every process start: a router tells a restart (cold caches, lost
     # requests) from a live instance by a changed value under the same instance_id.
     incarnation: str = field(default_factory=lambda: uuid.uuid4().hex)
