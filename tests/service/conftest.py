@@ -1,13 +1,17 @@
 """A real etcd for the service tests, started once per session on free loopback ports."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from grserve.service.etcd_server import EtcdServer
 from grserve.service.registry import Registry
+from tests.server.conftest import free_port
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +29,21 @@ def prefix() -> str:
 @pytest.fixture
 def registry(etcd: EtcdServer, prefix: str) -> Registry:
     return Registry(etcd.url, prefix=prefix)
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str = "the condition"):
+    """`condition()`'s first truthy value, polled; fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+    return result
+
+
+def start_instance(model_dir, etcd_url: str, *flags: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `grserve serve --register` process on loopback (2 s lease, heartbeats every 0.5 s), and its URL."""
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", str(model_dir), "--port", str(port),
+                             "--register", etcd_url, "--lease-ttl-s", "2", "--heartbeat-s", "0.5", *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"

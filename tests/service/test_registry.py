@@ -2,22 +2,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from grserve.service.etcd_server import EtcdServer, _free_port, find_etcd_binary
 from grserve.service.registry import InstanceCache, InstanceInfo, Registry, RegistryError
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> float:
-    """Seconds until `condition()` held; fails the test after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, f"condition not met within {timeout} s"
-        time.sleep(0.05)
-    return time.monotonic() - start
+from tests.service.conftest import wait_for
 
 
 def info(n: int = 0) -> InstanceInfo:
@@ -95,7 +86,7 @@ def test_two_routers_see_the_same_set(etcd: EtcdServer, prefix: str) -> None:
     engines = Registry(etcd.url, prefix)
     a, b = engines.register(info(1), ttl=30), engines.register(info(2), ttl=30)
     ids = {a.info.instance_id, b.info.instance_id}
-    assert wait_for(lambda: all(set(c.instances()) == ids for c in caches), timeout=1.0) < 1.0
+    wait_for(lambda: all(set(c.instances()) == ids for c in caches), timeout=1.0)
     a.stop()
     wait_for(lambda: all(set(c.instances()) == {b.info.instance_id} for c in caches), timeout=1.0)
     b.stop()

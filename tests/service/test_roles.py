@@ -1,4 +1,6 @@
-"""Dynamic PD role choice, worked by hand on registry snapshots."""
+"""Dynamic PD role choice: worked by hand on registry snapshots, over a real etcd, and with real instance processes."""
+import time
+
 from grserve.service.registry import InstanceInfo
 from grserve.service.roles import RolePolicy, next_role
 
@@ -60,3 +62,30 @@ def test_switchers_over_a_real_etcd_move_exactly_one_instance(registry):
     finally:
         for r in registrations:
             r.stop()
+
+
+def test_instances_started_with_dynamic_pd_cover_a_prefill_backlog(etcd, llm_dir):
+    """Two real decode processes with --dynamic-pd beside a (fake) prefill instance reporting a backlog of 12
+    prompts: exactly one of them turns prefill, and the pair stays so."""
+    from grserve.service.registry import Registry
+    from tests.service.conftest import start_instance, wait_for
+    registry = Registry(etcd.url)  # where `serve --register` writes
+    fake = registry.register(InstanceInfo("backlogged-prefill", "http://127.0.0.1:9", llm_dir.name, ["llm"],
+                                          role="prefill", queue_depth=12), ttl=5)
+    fake.start_heartbeats(lambda: {"queue_depth": 12}, interval=0.5)
+    procs = [start_instance(llm_dir, etcd.url, "--role", "decode", "--dynamic-pd", "--threads", "1")
+             for _ in range(2)]
+    urls = {url.removeprefix("http://") for _, url in procs}
+
+    def roles() -> list[str]:
+        return sorted(i.role for i in registry.instances() if i.instance_id in urls)
+    try:
+        wait_for(lambda: roles() == ["decode", "prefill"], 120, "one decode instance to switch")
+        fake.heartbeat({"queue_depth": 12})
+        time.sleep(1.5)  # three more heartbeats each: nobody else moves
+        assert roles() == ["decode", "prefill"]
+    finally:
+        fake.stop()
+        for proc, _ in procs:
+            proc.terminate()
+            proc.wait(30)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -15,19 +12,7 @@ import pytest
 from grserve.recommender import Recommender
 from grserve.service.router import create_router_app
 from tests.server.conftest import free_port, running
-
-
-def start_instance(model_dir: str, etcd_url: str, port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", model_dir, "--port", str(port),
-                             "--register", etcd_url, "--lease-ttl-s", "2", "--heartbeat-s", "0.3",
-                             "--default-timeout-ms", "20000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+from tests.service.conftest import start_instance, wait_for
 
 
 def live(url: str) -> dict:
@@ -37,7 +22,7 @@ def live(url: str) -> dict:
 @pytest.fixture
 def cluster(etcd, tiny_model_dir):
     ports = [free_port() for _ in range(3)]
-    procs = {p: start_instance(tiny_model_dir, etcd.url, p) for p in ports}
+    procs = {p: start_instance(tiny_model_dir, etcd.url, "--default-timeout-ms", "20000", port=p)[0] for p in ports}
     try:
         with running(create_router_app(etcd.url, "least-loaded", retries=2, poll_interval=0.2)) as url:
             wait_for(lambda: len(live(url)) == 3, 60, "3 instances registered")
@@ -77,7 +62,7 @@ def test_sigkill_under_load_loses_no_request(cluster, tiny_bundle, etcd, tiny_mo
     assert len(live(url)) == 2
     old = {i: v["incarnation"] for i, v in live(url).items()}
     # restarted on the same port: it rejoins, with a new incarnation
-    procs[ports[0]] = start_instance(tiny_model_dir, etcd.url, ports[0])
+    procs[ports[0]], _ = start_instance(tiny_model_dir, etcd.url, "--default-timeout-ms", "20000", port=ports[0])
     wait_for(lambda: dead in live(url), 60, "the restarted instance to rejoin")
     assert live(url)[dead]["incarnation"] not in old.values()
     r = httpx.post(url + "/v1/recommend", json={"history": ["i1"], "top_n": 3, "beam_width": 8})

@@ -3,9 +3,6 @@ size and sends it where the prefix is cached. Over fake instances that report wh
 registered, and over two real LLM instances that report their own caches."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from contextlib import ExitStack
 
 import httpx
@@ -14,7 +11,8 @@ import pytest
 from grserve.kv.block_manager import prefix_hashes
 from grserve.model.tokenizer import chat_prompt, load_tokenizer
 from grserve.service.router import create_router_app
-from tests.server.conftest import free_port, running
+from tests.server.conftest import running
+from tests.service.conftest import start_instance, wait_for
 from tests.service.fake_instance import FakeInstance, answer_json, forwarded, reported_hashes
 
 STORY = ("the quick brown fox jumps over the lazy dog and the cat sat on the mat while the dog slept, "
@@ -60,22 +58,8 @@ def test_each_prompt_goes_where_its_prefix_is_cached(etcd, registry, prefix, tok
             assert served(url, "/v1/chat/completions", {"messages": follow_up}) == "c"
 
 
-def start_llm_instance(model_dir, etcd_url: str, port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", str(model_dir), "--port", str(port),
-                             "--register", etcd_url, "--lease-ttl-s", "2", "--heartbeat-s", "0.5", "--threads", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return result
-
-
 def test_real_instances_report_their_caches_and_get_their_prefixes(etcd, llm_dir, tokenizer):
-    procs = [start_llm_instance(llm_dir, etcd.url, free_port()) for _ in range(2)]
+    procs = [start_instance(llm_dir, etcd.url, "--threads", "1")[0] for _ in range(2)]
     try:
         # `grserve serve --register` writes under the default prefix, which other tests' GR instances share
         with running(create_router_app(etcd.url, "cache-aware", poll_interval=0.2, tokenizer=tokenizer)) as url:

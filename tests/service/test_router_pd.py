@@ -4,9 +4,6 @@ decode instance computed only what the prefill instance's KV did not cover."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,17 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
 from grserve.service.router import create_router_app
-from tests.server.conftest import free_port, running
+from tests.server.conftest import running
+from tests.service.conftest import start_instance, wait_for
 
 PROMPTS = [[(7 * i + k) % 390 + 5 for i in range(n)] for k, n in ((0, 150), (1, 40), (2, 9))]
-
-
-def start(model_dir, etcd_url: str, role: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", str(model_dir), "--port", str(port),
-                             "--role", role, "--register", etcd_url, "--lease-ttl-s", "3", "--heartbeat-s", "0.5",
-                             "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def counters(url: str) -> dict[str, float]:
@@ -46,17 +36,14 @@ def generate(url: str, prompt: list[int], stream: bool) -> str:
 
 
 def test_prefill_decode_pair_answers_as_a_mixed_instance(etcd, llm_dir):
-    (p_proc, p_url), (d_proc, d_url) = start(llm_dir, etcd.url, "prefill"), start(llm_dir, etcd.url, "decode")
+    (p_proc, p_url), (d_proc, d_url) = (start_instance(llm_dir, etcd.url, "--role", role, "--threads", "1")
+                                        for role in ("prefill", "decode"))
     try:
         with running(create_app(ServerConfig(model=str(llm_dir)))) as mixed, \
                 running(create_router_app(etcd.url, "least-loaded", poll_interval=0.2)) as router:
-            deadline = time.monotonic() + 120
-            while {i["role"] for i in httpx.get(router + "/v1/instances").json()["data"]
-                   if i["kinds"] == ["llm"]} != {"prefill", "decode"}:
-                assert time.monotonic() < deadline, "prefill and decode instances did not register"
-                time.sleep(0.2)
-            while httpx.get(mixed + "/health").status_code != 200:
-                time.sleep(0.1)
+            wait_for(lambda: {i["role"] for i in httpx.get(router + "/v1/instances").json()["data"]
+                              if i["kinds"] == ["llm"]} == {"prefill", "decode"}, 120, "prefill and decode instances")
+            wait_for(lambda: httpx.get(mixed + "/health").status_code == 200, 60, "the mixed instance")
             for stream in (False, True):
                 assert [generate(router, p, stream) for p in PROMPTS] == [generate(mixed, p, False) for p in PROMPTS]
             decode, prefill = counters(d_url), counters(p_url)
