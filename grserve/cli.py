@@ -110,7 +110,7 @@ def cmd_bench_llm(args) -> None:
     from grserve.bench.gr_bench import save
     from grserve.bench.llm_bench import run_llm_bench
     run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens,
-                        vllm_python=args.vllm_python)
+                        vllm_python=args.vllm_python, repeats=args.repeats)
     path = save(run, args.out)
     print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
                       "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
     p.add_argument("--out", default="benchmarks/results")
     p.set_defaults(func=cmd_bench_llm)

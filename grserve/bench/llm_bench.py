@@ -1,6 +1,6 @@
 """`grserve bench llm`: output tokens/s and TTFT/TPOT percentiles of the LLM engine against transformers
 `generate` (and vLLM's offline `LLM.generate`, when its venv is given) on the same model and prompts, as
-ratios from one run.
+ratios from one run; grserve both with and without overlap.
 
 The model is a synthetic one (`grserve synth`: a LlamaForCausalLM with a word-level tokenizer), used as
 a plain LLM: token-id prompts in, greedy continuations out. grserve gets all requests at once and
@@ -46,72 +46,104 @@ async def _grserve(engine: LLMEngine, prompts: list[list[int]], max_tokens: int)
             "ttft": _percentiles(ttft), "tpot": _percentiles(tpot), "outputs": [k for *_, k in runs]}
 
 
-def _hf(model_dir: Path, prompts: list[list[int]], max_tokens: int) -> dict:
-    from transformers import AutoModelForCausalLM
-    hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    ids = torch.tensor(prompts)
-    mask = torch.ones_like(ids)
+class _HF:
+    def __init__(self, model_dir: Path):
+        from transformers import AutoModelForCausalLM
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
 
-    def generate(n):
+    def _generate(self, ids: torch.Tensor, n: int):
         started = time.perf_counter()
-        out = hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                          pad_token_id=0)
+        out = self.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                  do_sample=False, pad_token_id=0)
         return out, time.perf_counter() - started
 
-    _, first = generate(1)
-    out, total = generate(max_tokens)
-    tpot = (total - first) / (max_tokens - 1)
-    return {"output_tokens_per_s": len(prompts) * max_tokens / total, "seconds": total,
-            "ttft": {k: first * 1000 for k in ("p50_ms", "p90_ms", "p99_ms")},
-            "tpot": {k: tpot * 1000 for k in ("p50_ms", "p90_ms", "p99_ms")},
-            "outputs": out[:, ids.shape[1]:].tolist()}
+    def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
+        ids = torch.tensor(prompts)
+        _, first = self._generate(ids, 1)
+        out, total = self._generate(ids, max_tokens)
+        tpot = (total - first) / (max_tokens - 1)
+        return {"output_tokens_per_s": len(prompts) * max_tokens / total, "seconds": total,
+                "ttft": {k: first * 1000 for k in ("p50_ms", "p90_ms", "p99_ms")},
+                "tpot": {k: tpot * 1000 for k in ("p50_ms", "p90_ms", "p99_ms")},
+                "outputs": out[:, ids.shape[1]:].tolist()}
 
 
-def _vllm(model_dir: Path, prompts: list[list[int]], max_tokens: int, python: str) -> dict:
-    from grserve.bench.baselines import VLLMBeamSearch
-    vllm = VLLMBeamSearch(model_dir, python=python)
-    vllm.start()
-    try:
-        vllm.generate(prompts[:2], 4)  # warm-up
-        outputs, seconds = vllm.generate(prompts, max_tokens)
-    finally:
-        vllm.close()
-    return {"output_tokens_per_s": sum(len(o) for o in outputs) / seconds, "seconds": seconds,
-            "ttft": None, "tpot": None, "outputs": outputs,
-            "note": "offline LLM.generate of the whole batch, timed inside the worker; no per-token times"}
+class _VLLM:
+    def __init__(self, model_dir: Path, python: str):
+        from grserve.bench.baselines import VLLMBeamSearch
+        self.worker = VLLMBeamSearch(model_dir, python=python)
+        self.worker.start()
+
+    def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
+        outputs, seconds = self.worker.generate(prompts, max_tokens)
+        return {"output_tokens_per_s": sum(len(o) for o in outputs) / seconds, "seconds": seconds,
+                "ttft": None, "tpot": None, "outputs": outputs,
+                "note": "offline LLM.generate of the whole batch, timed inside the worker; no per-token times"}
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+class _Grserve:
+    def __init__(self, model_dir: Path, overlap: bool):
+        self.engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, overlap=overlap))
+
+    def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
+        return asyncio.run(_grserve(self.engine, prompts, max_tokens))
+
+    def close(self) -> None:
+        self.engine.shutdown()
 
 
 def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 64, layers: int = 8,
-                  hidden: int = 512, seed: int = 0, vllm_python: str | None = None) -> dict:
+                  hidden: int = 512, seed: int = 0, vllm_python: str | None = None, repeats: int = 3) -> dict:
+    """Each system runs `repeats` batches, the systems taking turns on each batch, and is reported by its
+    median run: this machine's speed drifts by tens of percent over minutes, and turns put every system
+    under the same drift. Every batch has prompts of its own, so no run finds them in a prefix cache. vLLM
+    takes its turns after the others: its idle worker process keeps polling and would slow them."""
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
-    runs = {}
-    for overlap in (False, True):  # the engine as configured for this device, and with the other overlap setting
-        engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, overlap=overlap))
-        vocab = engine.model.config.vocab_size
-        prompts = [[1] + [random.Random(seed + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
-                   for i in range(requests)]
-        try:
-            asyncio.run(_grserve(engine, prompts[:2], 4))  # warm-up
-            runs[overlap] = asyncio.run(_grserve(engine, prompts, max_tokens))
-        finally:
-            engine.shutdown()
     default = LLMEngineConfig().overlap
-    ours, other = runs[default], runs[not default]
-    hf = _hf(model_dir, prompts, max_tokens)
-    vllm = _vllm(model_dir, prompts, max_tokens, vllm_python) if vllm_python else None
-    ours_out, other_out, hf_out = ours.pop("outputs"), other.pop("outputs"), hf.pop("outputs")
-    agree = sum(a == b for a, b in zip(ours_out, hf_out)) / requests
-    vllm_agree = sum(a == b for a, b in zip(ours_out, vllm.pop("outputs"))) / requests if vllm else None
+    systems = {"grserve": _Grserve(model_dir, default), "grserve_other_overlap": _Grserve(model_dir, not default),
+               "hf": _HF(model_dir)}
+    vocab = systems["grserve"].engine.model.config.vocab_size
+    batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
+                for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
+    runs: dict[str, list[dict]] = {name: [] for name in list(systems) + (["vllm"] if vllm_python else [])}
+
+    def take_turns(group: dict) -> None:
+        try:
+            for system in group.values():
+                system.run(batches[0][:2], 4)  # warm-up
+            for batch in batches[1:]:
+                for name, system in group.items():
+                    runs[name].append(system.run(batch, max_tokens))
+        finally:
+            for system in group.values():
+                if hasattr(system, "close"):
+                    system.close()
+    take_turns(systems)
+    if vllm_python:
+        take_turns({"vllm": _VLLM(model_dir, vllm_python)})
+
+    def agreement(name: str) -> float:
+        pairs = [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
+                 for a, b in zip(ours["outputs"], theirs["outputs"])]
+        return sum(a == b for a, b in pairs) / len(pairs)
+    agree = {name: agreement(name) for name in runs if name != "grserve"}
+    result = {name: sorted(r, key=lambda x: x["output_tokens_per_s"])[len(r) // 2] for name, r in runs.items()}
+    for name, r in result.items():
+        r["all_tokens_per_s"] = [x["output_tokens_per_s"] for x in runs[name]]
+        r.pop("outputs")
+    ours, other, hf, vllm = result["grserve"], result["grserve_other_overlap"], result["hf"], result.get("vllm")
+    on, off = (ours, other) if default else (other, ours)
     return {"kind": "llm", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
             "versions": {"torch": torch.__version__},
             "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
-                         "max_tokens": max_tokens, "greedy": True},
+                         "max_tokens": max_tokens, "greedy": True, "repeats": repeats},
             "grserve": {**ours, "overlap": default}, "grserve_other_overlap": {**other, "overlap": not default},
-            "ratio_tokens_per_s_overlap_on_vs_off": (runs[True]["output_tokens_per_s"]
-                                                     / runs[False]["output_tokens_per_s"]),
-            "overlap_agreement": sum(a == b for a, b in zip(ours_out, other_out)) / requests,
-            "hf": hf, "vllm": vllm, "greedy_agreement": agree, "greedy_agreement_vllm": vllm_agree,
+            "ratio_tokens_per_s_overlap_on_vs_off": on["output_tokens_per_s"] / off["output_tokens_per_s"],
+            "overlap_agreement": agree["grserve_other_overlap"],
+            "hf": hf, "vllm": vllm, "greedy_agreement": agree["hf"], "greedy_agreement_vllm": agree.get("vllm"),
             "ratio_tokens_per_s_vs_hf": ours["output_tokens_per_s"] / hf["output_tokens_per_s"],
             "ratio_tokens_per_s_vs_vllm": ours["output_tokens_per_s"] / vllm["output_tokens_per_s"] if vllm else None}
-
