@@ -48,11 +48,10 @@ class CacheAware:
 
         def score(i: InstanceInfo) -> float:
             held, wanted = set(i.prefix_hashes), hashes[i.block_size]
-            matched = 0
-            for h in wanted:  # chained hashes: only the leading run counts
-                if h not in held:
-                    break
-                matched += 1
+            # The deepest block held: a chained hash names its whole prefix, and a cache evicts a chain's last
+            # block before the blocks before it, so those are held too even when the report, cut at its limit,
+            # left them out.
+            matched = max((k + 1 for k, h in enumerate(wanted) if h in held), default=0)
             share = matched / len(wanted) if wanted else 0.0
             return share - loads[i.instance_id] / top
         return max(instances, key=lambda i: (score(i), -loads[i.instance_id], i.instance_id))
