@@ -3,6 +3,8 @@
 /v1/completions with token-id prompts and `beam_width` (the best SID triples, as xLLM's rec backend)."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -46,14 +48,44 @@ def _logprobs_block(engine, entries, chat: bool):
             "top_logprobs": [{tok(a): b for a, b in top} for _, _, top in entries]}
 
 
-async def _collect(engine, ids, params, priority, rid):
+TIMEOUT_MESSAGE = "timeout_ms: the deadline passed before the generation finished"
+
+
+def _deadline(state, req) -> float | None:
+    """The request's deadline on the event loop's clock, from `timeout_ms` (None: none)."""
+    from grserve.server.app import ApiError
+    if req.timeout_ms is None:
+        return None
+    if req.timeout_ms > state.config.max_timeout_ms:
+        raise ApiError(400, f"timeout_ms: {req.timeout_ms} exceeds {state.config.max_timeout_ms}", "timeout_ms")
+    return asyncio.get_running_loop().time() + req.timeout_ms / 1000
+
+
+async def _until(deltas, deadline: float | None):
+    """`deltas`, raising TimeoutError once the event loop's clock passes `deadline` (None: never). Each wait is
+    its own wait_for, never a timeout around a `yield`: the cancellation then lands in the engine's generator,
+    whose cleanup aborts the request, rather than wherever the response's task happens to be."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            yield await asyncio.wait_for(anext(deltas), None if deadline is None else deadline - loop.time())
+        except StopAsyncIteration:
+            return
+
+
+async def _collect(engine, ids, params, priority, rid, deadline: float | None):
+    from grserve.server.app import ApiError
     outs: dict[int, dict] = {}
-    async for d in engine.generate(ids, params, priority, rid):
-        o = outs.setdefault(d.index, {"text": "", "tokens": [], "logprobs": [], "finish_reason": None})
-        o["text"] += d.text
-        o["tokens"] += d.token_ids
-        o["logprobs"] += d.logprobs
-        o["finish_reason"] = d.finish_reason or o["finish_reason"]
+    try:
+        async with contextlib.aclosing(engine.generate(ids, params, priority, rid)) as deltas:
+            async for d in _until(deltas, deadline):
+                o = outs.setdefault(d.index, {"text": "", "tokens": [], "logprobs": [], "finish_reason": None})
+                o["text"] += d.text
+                o["tokens"] += d.token_ids
+                o["logprobs"] += d.logprobs
+                o["finish_reason"] = d.finish_reason or o["finish_reason"]
+    except TimeoutError:
+        raise ApiError(504, TIMEOUT_MESSAGE, "timeout_ms", kind="timeout_error") from None
     return [outs[i] for i in sorted(outs)]
 
 
@@ -61,25 +93,31 @@ def _sse(payload: dict) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
-async def _stream(engine, ids, params, priority, rid, base: dict, chat: bool, include_usage: bool):
+async def _stream(engine, ids, params, priority, rid, base: dict, chat: bool, include_usage: bool,
+                  deadline: float | None):
     completion_tokens, started = 0, set()
     try:
-        async for d in engine.generate(ids, params, priority, rid):
-            completion_tokens += len(d.token_ids)
-            if chat:
-                delta = {} if d.index in started else {"role": "assistant"}
-                started.add(d.index)
-                if d.text or not delta:
-                    delta["content"] = d.text
-                choice = {"index": d.index, "delta": delta, "finish_reason": d.finish_reason, "logprobs":
-                          _logprobs_block(engine, d.logprobs, True) if params.logprobs is not None else None}
-            else:
-                choice = {"index": d.index, "text": d.text, "finish_reason": d.finish_reason, "logprobs":
-                          _logprobs_block(engine, d.logprobs, False) if params.logprobs is not None else None}
-            yield _sse({**base, "choices": [choice]})
+        async with contextlib.aclosing(engine.generate(ids, params, priority, rid)) as deltas:
+            async for d in _until(deltas, deadline):
+                completion_tokens += len(d.token_ids)
+                if chat:
+                    delta = {} if d.index in started else {"role": "assistant"}
+                    started.add(d.index)
+                    if d.text or not delta:
+                        delta["content"] = d.text
+                    choice = {"index": d.index, "delta": delta, "finish_reason": d.finish_reason, "logprobs":
+                              _logprobs_block(engine, d.logprobs, True) if params.logprobs is not None else None}
+                else:
+                    choice = {"index": d.index, "text": d.text, "finish_reason": d.finish_reason, "logprobs":
+                              _logprobs_block(engine, d.logprobs, False) if params.logprobs is not None else None}
+                yield _sse({**base, "choices": [choice]})
         if include_usage:
-            yield _sse({**base, "choices": [], "usage": {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+            yield _sse({**base, "choices": [], "usage": {"prompt_tokens": len(ids),
+                                                         "completion_tokens": completion_tokens,
                                                          "total_tokens": len(ids) + completion_tokens}})
+    except TimeoutError:
+        yield _sse({"error": {"message": TIMEOUT_MESSAGE, "type": "timeout_error", "param": "timeout_ms",
+                              "code": 504}})
     except Exception as e:  # tokens may already be sent: the failure is an error event, then [DONE]
         yield _sse({"error": {"message": f"generation failed: {e}", "type": "internal_error", "param": None,
                               "code": 500}})
@@ -94,6 +132,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
         if req.beam_width is not None:
             return await _gr_completion(state, req)
         engine = _llm(state)
+        deadline = _deadline(state, req)
         try:
             prompts = prompt_token_ids(engine.tokenizer, req.prompt)
         except ValueError as e:
@@ -112,11 +151,12 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
             if len(prompts) != 1:
                 raise ApiError(400, "prompt: streaming takes a single prompt", "prompt")
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(engine, prompts[0], params, priority, rid, base, False, include),
+            return StreamingResponse(_stream(engine, prompts[0], params, priority, rid, base, False, include,
+                                             deadline),
                                      media_type="text/event-stream")
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for ids in prompts:
-            for out in await _collect(engine, ids, params, priority, rid):
+            for out in await _collect(engine, ids, params, priority, rid, deadline):
                 text = (engine.tokenizer.decode(ids) if req.echo else "") + out["text"]
                 choices.append({"index": len(choices), "text": text, "finish_reason": out["finish_reason"],
                                 "logprobs": _logprobs_block(engine, out["logprobs"], False)
@@ -130,6 +170,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
     @app.post("/v1/chat/completions", responses=errors)
     async def chat_completions(req: ChatCompletionRequest, request: Request):
         engine = _llm(state)
+        deadline = _deadline(state, req)
         try:
             ids = chat_prompt(engine.tokenizer, req.template_messages())
         except ValueError as e:
@@ -146,9 +187,9 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
         if req.stream:
             base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": state.llm_name}
             include = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(engine, ids, params, priority, rid, base, True, include),
+            return StreamingResponse(_stream(engine, ids, params, priority, rid, base, True, include, deadline),
                                      media_type="text/event-stream")
-        outs = await _collect(engine, ids, params, priority, rid)
+        outs = await _collect(engine, ids, params, priority, rid, deadline)
         completion_tokens = sum(len(o["tokens"]) for o in outs)
         return {"id": rid, "object": "chat.completion", "created": created, "model": state.llm_name,
                 "choices": [{"index": i, "message": {"role": "assistant", "content": o["text"]},

@@ -36,6 +36,9 @@ class _Sampling(BaseModel):
     ignore_eos: bool = False
     user: str | None = None
     priority: Literal["online", "offline"] = "online"
+    # grserve's extension, as on the GR routes: answer 504 (or end the stream with an error event) once this
+    # many milliseconds have passed, and stop generating. None: no deadline.
+    timeout_ms: int | None = Field(None, ge=1)
     use_beam_search: bool = False  # vLLM's extension: n best of a beam of width best_of
     best_of: int | None = Field(None, ge=1, le=64)
     length_penalty: float = 1.0

@@ -136,3 +136,25 @@ def test_gr_model_through_completions(tiny_bundle, tiny_model_dir):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_timeout_ms_ends_generation_with_504(server):
+    """A deadline far shorter than 400 tokens take: 504 naming timeout_ms (an error event when streaming), the
+    sequences are aborted in the engine (its KV use drops back to none), and a later request is served."""
+    url, _ = server
+    body = {"prompt": "the cat", "max_tokens": 400, "ignore_eos": True, "timeout_ms": 1}
+    r = httpx.post(url + "/v1/completions", json=body, timeout=60)
+    assert r.status_code == 504 and r.json()["error"]["param"] == "timeout_ms"
+    with httpx.stream("POST", url + "/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400, "ignore_eos": True,
+            "timeout_ms": 1, "stream": True}, timeout=60) as s:
+        lines = [line for line in s.iter_lines() if line.startswith("data: ")]
+    assert '"code": 504' in lines[-2] and lines[-1] == "data: [DONE]"
+    deadline = time.monotonic() + 30
+    while "grserve:gpu_cache_usage_perc 0.0" not in httpx.get(url + "/metrics").text:
+        assert time.monotonic() < deadline, "the timed-out sequences still hold KV"
+        time.sleep(0.1)
+    too_long = httpx.post(url + "/v1/completions", json={**body, "timeout_ms": 10 ** 9})
+    assert too_long.status_code == 400 and too_long.json()["error"]["param"] == "timeout_ms"
+    ok = httpx.post(url + "/v1/completions", json={**body, "max_tokens": 3, "timeout_ms": 60000}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
