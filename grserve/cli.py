@@ -16,7 +16,7 @@ def _bundle(args):
 def cmd_serve(args) -> None:
     from grserve.server.config import ServerConfig
     from grserve.server.serve import run_server
-    overrides = {f.name: getattr(args, f.name, None) for f in fields(ServerConfig)}
+    overrides = {name: getattr(args, name) for name in ServerConfig.settings()}
     run_server(ServerConfig.load(args.config, **overrides))
 
 
@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("serve", help="serve a GR model over HTTP")
     p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
     from grserve.server.config import ServerConfig
-    for f in fields(ServerConfig):
-        if f.name == "gr_model":
-            continue  # derived from --model
+    for f in ServerConfig.settings().values():
         flag = "--" + f.name.replace("_", "-")
         if f.type.startswith("bool"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {f.default}")

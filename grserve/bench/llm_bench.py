@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from grserve.bench.workloads import synthetic_model_dir
-from grserve.engine.llm_engine import LLMEngine, LLMEngineConfig
+from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm_engine import LLMEngine
 from grserve.sampling.params import SamplingParams
 
 

@@ -1,4 +1,5 @@
-"""Engine configuration: batch budgets and the switches that turn each xGR technique off for ablation."""
+"""Engine configuration: the GR engine's batch budgets and the switches that turn each xGR technique off for
+ablation; the LLM engine's cache, batching and speculation settings."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,3 +47,30 @@ class EngineConfig:
         if self.max_batch_rows < self.max_beam_width:
             raise ValueError(f"max_batch_rows ({self.max_batch_rows}) must hold one request of "
                              f"max_beam_width ({self.max_beam_width})")
+
+
+@dataclass
+class LLMEngineConfig:
+    block_size: int = 16  # tokens per KV block
+    kv_cache_bytes: int = 256 << 20  # the paged KV cache's memory: it holds as many blocks as fit
+    max_num_batched_tokens: int = 512  # tokens per step: decode rows and prefill chunks together
+    max_num_seqs: int = 64  # sequences running at once
+    chunked_prefill: bool = True  # off: a prompt is prefilled whole in one step
+    prefix_caching: bool = True
+    speculative_tokens: int = 0  # >0: speculate that many tokens for greedy sequences
+    draft_model: str | None = None  # a small model (same vocabulary) drafting them; None: prompt lookup
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    dtype: str = "float32"
+    device: str = "cpu"
+    # Prepare step i+1 while step i computes. None: on for accelerators (where the host would otherwise leave
+    # the device idle), off on the CPU, where host and compute share the cores (see benchmarks/README.md).
+    overlap: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.overlap and self.speculative_tokens:
+            raise ValueError("overlap: speculative decoding needs each step's result before the next is scheduled; "
+                             "turn one of them off")
+        if self.overlap is None:
+            self.overlap = self.device != "cpu" and not self.speculative_tokens

@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from grserve.engine.config import LLMEngineConfig
 from grserve.engine.llm_beam import beam_search
 from grserve.engine.llm_runner import LLMModelRunner, PreparedStep
 from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
@@ -38,31 +39,6 @@ from grserve.sampling.params import SamplingParams
 from grserve.sampling.sampler import Sampler, make_generator
 
 _request_ids = itertools.count()
-
-
-@dataclass
-class LLMEngineConfig:
-    block_size: int = 16
-    kv_cache_bytes: int = 256 << 20
-    max_num_batched_tokens: int = 512
-    max_num_seqs: int = 64
-    chunked_prefill: bool = True
-    prefix_caching: bool = True
-    speculative_tokens: int = 0  # >0: speculate that many tokens for greedy sequences
-    draft_model: str | None = None  # a small model (same vocabulary) drafting them; None: prompt lookup
-    max_model_len: int | None = None  # default: the model's max_position_embeddings
-    dtype: str = "float32"
-    device: str = "cpu"
-    # Prepare step i+1 while step i computes. None: on for accelerators (where the host would otherwise leave
-    # the device idle), off on the CPU, where host and compute share the cores (see benchmarks/README.md).
-    overlap: bool | None = None
-
-    def __post_init__(self) -> None:
-        if self.overlap and self.speculative_tokens:
-            raise ValueError("overlap: speculative decoding needs each step's result before the next is scheduled; "
-                             "turn one of them off")
-        if self.overlap is None:
-            self.overlap = self.device != "cpu" and not self.speculative_tokens
 
 
 @dataclass

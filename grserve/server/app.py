@@ -95,15 +95,15 @@ def model_name(path: str | None) -> str:
 
 
 def load_recommender(config: ServerConfig) -> Recommender:
-    return Recommender(GRBundle.load(config.model, device=config.device), config.engine_config(),
+    return Recommender(GRBundle.load(config.model, device=config.engine.device), config.engine,
                        config.history_overflow)
 
 
 async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") -> dict:
     rec, cfg = state.ready(), state.config
-    if req.beam_width > cfg.max_beam_width:
+    if req.beam_width > cfg.engine.max_beam_width:
         raise ApiError(400, f"{prefix}beam_width: {req.beam_width} exceeds the server's maximum of "
-                            f"{cfg.max_beam_width}", prefix + "beam_width")
+                            f"{cfg.engine.max_beam_width}", prefix + "beam_width")
     timeout_ms = req.timeout_ms or cfg.default_timeout_ms
     if timeout_ms > cfg.max_timeout_ms:
         raise ApiError(400, f"{prefix}timeout_ms: {timeout_ms} exceeds {cfg.max_timeout_ms}", prefix + "timeout_ms")
@@ -136,12 +136,8 @@ async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") ->
 
 
 def load_llm(config: ServerConfig) -> "LLMEngine":
-    from grserve.engine.llm_engine import LLMEngine, LLMEngineConfig
-    return LLMEngine(config.llm_model, LLMEngineConfig(kv_cache_bytes=config.kv_cache_bytes,
-                                                       max_num_batched_tokens=config.max_num_batched_tokens,
-                                                       speculative_tokens=config.speculative_tokens,
-                                                       draft_model=config.draft_model, device=config.device,
-                                                       overlap=config.overlap))
+    from grserve.engine.llm_engine import LLMEngine
+    return LLMEngine(config.llm_model, config.llm)
 
 
 def create_app(config: ServerConfig, recommender: Recommender | None = None, llm=None) -> FastAPI:
@@ -211,7 +207,7 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
                 "id": state.model_name, "object": "model", "owned_by": "grserve", "kind": "generative-recommendation",
                 "catalog_size": len(b.table), "semantic_id_triples": b.trie.num_triples,
                 "codebook_size": b.table.codebook_size, "max_history_items": b.settings.max_history_items,
-                "max_beam_width": config.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
+                "max_beam_width": config.engine.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
                 "default_timeout_ms": config.default_timeout_ms, "max_batch_items": config.max_batch_items})
         if config.llm_model:
             if state.llm is None:
@@ -231,8 +227,8 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
         if len(req.requests) > config.max_batch_items:
             raise ApiError(400, f"requests: {len(req.requests)} entries exceed {config.max_batch_items}", "requests")
         for i, r in enumerate(req.requests):
-            if r.beam_width > config.max_beam_width:
-                raise ApiError(400, f"requests.{i}.beam_width: exceeds {config.max_beam_width}",
+            if r.beam_width > config.engine.max_beam_width:
+                raise ApiError(400, f"requests.{i}.beam_width: exceeds {config.engine.max_beam_width}",
                                f"requests.{i}.beam_width")
         results = await asyncio.gather(*(answer(state, r, f"requests.{i}.") for i, r in enumerate(req.requests)),
                                        return_exceptions=True)

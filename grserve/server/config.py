@@ -1,32 +1,23 @@
-"""Server configuration: one dataclass, filled from an optional TOML or YAML file, then CLI flags."""
+"""Server configuration: the server's own settings and the two engines' configs, filled from an optional TOML
+or YAML file, then CLI flags. Files and flags name every setting flat (`max_batch_rows`, `block_size`); each
+goes to the config that owns it, so no setting is defined twice."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.config import EngineConfig, LLMEngineConfig
 
 
 @dataclass
 class ServerConfig:
     model: str | None = None  # GR model directory (None: the embedded MovieLens-100K model), or an LLM's
     llm_model: str | None = None  # an LLM directory served beside the GR model
-    kv_cache_bytes: int = 256 << 20  # the LLM's paged KV cache
-    max_num_batched_tokens: int = 512  # LLM tokens per step (chunked prefill)
-    speculative_tokens: int = 0  # LLM: greedy speculation depth (0: off)
-    draft_model: str | None = None  # LLM: a small draft model directory (default: prompt lookup)
     host: str = "127.0.0.1"
     port: int = 8000
-    max_beam_width: int = 512
-    max_batch_rows: int = 2048
-    max_batch_prompt_tokens: int = 32768
-    max_batch_requests: int = 64
-    max_queue_requests: int = 1024
-    max_queue_rows: int = 131072
-    target_step_ms: float | None = None  # cut GR batches to this estimated step time (None: budgets only)
     default_timeout_ms: int = 1000
     max_timeout_ms: int = 60000
     history_overflow: str = "truncate"  # or "reject": a history longer than the model's context
@@ -35,8 +26,6 @@ class ServerConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     drain_timeout_s: float = 30.0
     log_requests: bool = False  # one JSON line per request at INFO
-    device: str = "cpu"
-    overlap: bool | None = None  # prepare step i+1 while step i computes (None: on for accelerators, off on CPU)
     register: str | None = None  # etcd URL: register this instance there under a lease, with heartbeats
     role: str = "mixed"  # mixed | prefill | decode
     dynamic_pd: bool = False  # a prefill or decode instance switches role as the load between the pools shifts
@@ -44,6 +33,8 @@ class ServerConfig:
     lease_ttl_s: int = 5
     heartbeat_s: float = 1.0
     gr_model: bool = True  # False when `model` names an LLM directory: only the OpenAI routes serve then
+    engine: EngineConfig = field(default_factory=EngineConfig)  # the GR engine
+    llm: LLMEngineConfig = field(default_factory=LLMEngineConfig)  # the LLM engine, when one is served
 
     def __post_init__(self) -> None:
         model = Path(self.model) if self.model else None
@@ -59,19 +50,32 @@ class ServerConfig:
             raise ValueError("dynamic_pd: needs role prefill or decode and --register (it reads the other instances)")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
             raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
-        if self.overlap and self.speculative_tokens:
-            raise ValueError("overlap: the LLM engine cannot overlap steps while speculating (speculative_tokens)")
-        self.engine_config()  # validates the engine's share
-
-    def engine_config(self) -> EngineConfig:
-        return EngineConfig(max_beam_width=self.max_beam_width, max_batch_rows=self.max_batch_rows,
-                            max_batch_prompt_tokens=self.max_batch_prompt_tokens,
-                            max_batch_requests=self.max_batch_requests, max_queue_requests=self.max_queue_requests,
-                            max_queue_rows=self.max_queue_rows, target_step_ms=self.target_step_ms,
-                            overlap=self.overlap, device=self.device)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> "ServerConfig":
+    def _own(cls) -> list[Field]:
+        return [f for f in fields(cls) if f.name not in ("engine", "llm", "gr_model")]
+
+    @classmethod
+    def settings(cls) -> dict[str, Field]:
+        """Every setting by its flat name (as in a config file or a flag): the server's own, then the two
+        engines' (a name both engines have, such as device, sets both)."""
+        return {f.name: f for c in (LLMEngineConfig, EngineConfig) for f in fields(c)} | {f.name: f for f in cls._own()}
+
+    @classmethod
+    def of(cls, **settings) -> ServerConfig:
+        """A config from flat settings, each going to the server or to the engine(s) that have it."""
+        unknown = sorted(set(settings) - set(cls.settings()))
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}")
+
+        def share(owned: list[Field]) -> dict:
+            names = {f.name for f in owned}
+            return {k: v for k, v in settings.items() if k in names}
+        return cls(**share(cls._own()), engine=EngineConfig(**share(fields(EngineConfig))),
+                   llm=LLMEngineConfig(**share(fields(LLMEngineConfig))))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> ServerConfig:
         """Values from `path` (.toml, .yaml or .yml), then every override that is not None."""
         values: dict = {}
         if path:
@@ -80,9 +84,8 @@ class ServerConfig:
             values = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
             if not isinstance(values, dict):
                 raise ValueError(f"{path}: expected a table of settings")
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(values) - known)
-            if unknown:
-                raise ValueError(f"{path}: unknown settings {unknown}")
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls.of(**values)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}" if path else str(e)) from None

@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from grserve.engine.llm_engine import LLMEngine, LLMEngineConfig
+from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm_engine import LLMEngine
 from grserve.sampling.params import SamplingParams
 
 PROMPTS = [[5, 17, 42, 99, 3, 250, 7], [11] * 3, list(range(20, 70)), [300, 301, 302, 9, 8, 7, 6, 5, 4, 3, 44, 45, 46],

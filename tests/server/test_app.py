@@ -23,8 +23,8 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def base_url(bundle):
-    config = ServerConfig(max_beam_width=64, max_body_bytes=20_000, default_timeout_ms=30_000)
-    rec = Recommender(bundle, config.engine_config())
+    config = ServerConfig.of(max_beam_width=64, max_body_bytes=20_000, default_timeout_ms=30_000)
+    rec = Recommender(bundle, config.engine)
     with running(create_app(config, rec)) as url:
         yield url
 
@@ -151,8 +151,8 @@ def test_metrics_parse_and_move(base_url):
 
 
 def test_flood_beyond_queue_gets_429_while_admitted_succeed(bundle):
-    config = ServerConfig(max_beam_width=64, max_queue_requests=4, max_batch_requests=2, default_timeout_ms=60_000)
-    rec = Recommender(bundle, config.engine_config())
+    config = ServerConfig.of(max_beam_width=64, max_queue_requests=4, max_batch_requests=2, default_timeout_ms=60_000)
+    rec = Recommender(bundle, config.engine)
     with running(create_app(config, rec)) as url:
         async def one(c, n):
             try:
@@ -174,8 +174,8 @@ def test_flood_beyond_queue_gets_429_while_admitted_succeed(bundle):
 
 
 def test_deadline_that_cannot_be_met_is_504(bundle):
-    config = ServerConfig(max_beam_width=64, max_batch_requests=1, default_timeout_ms=60_000)
-    rec = Recommender(bundle, config.engine_config())
+    config = ServerConfig.of(max_beam_width=64, max_batch_requests=1, default_timeout_ms=60_000)
+    rec = Recommender(bundle, config.engine)
     with running(create_app(config, rec)) as url:
         async def main():
             async with AsyncGRServeClient(url) as c:

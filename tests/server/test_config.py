@@ -8,8 +8,16 @@ def test_toml_then_overrides(tmp_path):
     f = tmp_path / "grserve.toml"
     f.write_text('port = 9001\nmax_beam_width = 128\nmax_batch_rows = 256\nhistory_overflow = "reject"\n')
     c = ServerConfig.load(f, port=9002, host=None)
-    assert (c.port, c.max_beam_width, c.history_overflow, c.host) == (9002, 128, "reject", "127.0.0.1")
-    assert c.engine_config().max_beam_width == 128
+    assert (c.port, c.engine.max_beam_width, c.history_overflow, c.host) == (9002, 128, "reject", "127.0.0.1")
+    assert c.engine.max_batch_rows == 256
+
+
+def test_flat_settings_go_to_the_engine_that_owns_them():
+    c = ServerConfig.of(block_size=32, max_batch_rows=4096, device="cpu", overlap=False, port=1)
+    assert (c.llm.block_size, c.engine.max_batch_rows, c.port) == (32, 4096, 1)
+    assert c.engine.overlap is False and c.llm.overlap is False  # a name both engines have sets both
+    with pytest.raises(ValueError, match="^overlap"):
+        ServerConfig.of(overlap=True, speculative_tokens=2)
 
 
 def test_yaml(tmp_path):

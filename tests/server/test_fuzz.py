@@ -36,8 +36,8 @@ def post(url: str, body) -> httpx.Response:
 
 @pytest.fixture(scope="module")
 def base_url(tiny_bundle):
-    config = ServerConfig(max_beam_width=64)
-    with running(create_app(config, Recommender(tiny_bundle, config.engine_config()))) as url:
+    config = ServerConfig.of(max_beam_width=64)
+    with running(create_app(config, Recommender(tiny_bundle, config.engine))) as url:
         yield url
 
 
