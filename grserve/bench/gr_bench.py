@@ -20,7 +20,7 @@ from grserve.bench.systems import ABLATIONS, GrserveSystem, QueuedBaseline
 from grserve.bench.workloads import Workload, movielens_workload, synthetic_model_dir, synthetic_workload
 from grserve.bundle import GRBundle
 
-SWEEP = (0.3, 0.5, 0.7, 0.85, 1.0)
+SWEEP = (0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass
