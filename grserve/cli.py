@@ -94,9 +94,9 @@ def cmd_bench_gr(args) -> None:
     from grserve.bench.gr_bench import BenchOptions, run_bench, save
     from grserve.bench.report import write_report
     opts = BenchOptions(slo_ms=args.slo_ms, quick=args.quick, vllm_python=args.vllm_python, out_dir=args.out,
-                        workloads=args.workloads)
+                        workloads=args.workloads, repeats=args.repeats)
     if args.quick:  # workload (a) only, short runs: under a minute
-        opts.duration_s, opts.agreement_requests, opts.baseline_requests = 2.0, 4, 2
+        opts.duration_s, opts.agreement_requests, opts.baseline_requests, opts.repeats = 2.0, 4, 2, 1
     run = run_bench(opts)
     path = save(run, opts.out_dir, "-quick" if args.quick else "")
     files = write_report(path)
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slo-ms", type=float, default=200.0)
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
     p.add_argument("--workloads", default="ab", help="a: MovieLens-100K; b: synthetic 1M items (default: ab)")
+    p.add_argument("--repeats", type=int, default=3, help="peaks per system, taking turns; the median is reported")
     p.add_argument("--out", default="benchmarks/results")
     p.set_defaults(func=cmd_bench_gr)
 

@@ -8,6 +8,7 @@ import json
 import math
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,15 +35,12 @@ class BenchOptions:
     baseline_requests: int = 2
     agreement_requests: int = 8
     timeout_s: float = 120.0
+    repeats: int = 3  # peaks per system, taking turns; the median counts
 
 
-def _measure(system, workload: Workload, opts: BenchOptions, saturate_requests: int, sweep: bool,
-             reference: list | None, valid: set) -> dict:
+def _prepare(system, workload: Workload, opts: BenchOptions, valid: set) -> dict:
+    """What a system answers (for agreement and validity) and how long one request alone takes."""
     prompts = workload.prompts
-
-    def send(i: int):
-        return system.answer(prompts[i % len(prompts)])
-
     # the slow baselines answer fewer agreement prompts: they cost seconds each
     count = opts.agreement_requests if isinstance(system, GrserveSystem) else opts.baseline_requests
 
@@ -50,27 +48,75 @@ def _measure(system, workload: Workload, opts: BenchOptions, saturate_requests: 
         return await asyncio.gather(*(system.answer(p) for p in prompts[:count]))
 
     answers = asyncio.run(agreement_answers())
-    alone = summarize(asyncio.run(saturate(send, 1, opts.timeout_s)))
-    # a baseline's peak reuses the agreement answers' cost: its worker runs one call at a time anyway
-    peak = summarize(asyncio.run(saturate(send, saturate_requests, opts.timeout_s)))
-    out = {"peak": peak, "single_request_ms": alone["p50_ms"], "agreement_requests": len(answers), "answers": [[list(t) for t in a] for a in answers],
-           "invalid_share": sum(t not in valid for a in answers for t in a) / max(1, sum(len(a) for a in answers))}
-    if reference is not None:
-        pairs = list(zip(answers, reference))
-        out["agreement"] = sum(len(set(a[:len(r)]) & set(r)) / max(1, len(r)) for a, r in pairs) / len(pairs)
-    out["sweep"], out["qps_at_slo"] = [], 0.0
-    if not sweep or alone["p50_ms"] is None or alone["p50_ms"] > opts.slo_ms:
-        out["note"] = (f"one request alone takes {alone['p50_ms']:.0f} ms > SLO {opts.slo_ms:.0f} ms: max rate at "
-                       f"the SLO is 0") if alone["p50_ms"] and alone["p50_ms"] > opts.slo_ms else "not swept"
-        return out
-    for fraction in SWEEP:
-        rate = fraction * peak["throughput"]
-        samples = asyncio.run(open_loop(send, rate, max(4, math.ceil(rate * opts.duration_s)), opts.duration_s,
-                                        timeout=opts.timeout_s))
-        point = summarize(samples, rate)
-        out["sweep"].append(point)
-        if point["ok"] == point["requests"] and point["p99_ms"] <= opts.slo_ms:
-            out["qps_at_slo"] = max(out["qps_at_slo"], rate)
+    alone = summarize(asyncio.run(saturate(_sender(system, workload), 1, opts.timeout_s)))
+    return {"single_request_ms": alone["p50_ms"], "agreement_requests": len(answers),
+            "answers": [[list(t) for t in a] for a in answers],
+            "invalid_share": sum(t not in valid for a in answers for t in a) / max(1, sum(len(a) for a in answers)),
+            "peaks": [], "sweep": [], "qps_at_slo": 0.0}
+
+
+def _sender(system, workload: Workload):
+    prompts = workload.prompts
+
+    def send(i: int):
+        return system.answer(prompts[i % len(prompts)])
+    return send
+
+
+@contextmanager
+def _alive(system, workload: Workload, warmup: int):
+    """The system started for one turn and closed after it. Engines alive side by side measured much slower
+    here (one GREngine's peak fell by a third with four idle others in the process), so only one lives at a
+    time. A fresh grserve first answers `warmup` requests at once: its scheduler learns the step cost from
+    the steps it runs, and until it has seen large ones it cuts batches short (a cold engine measured 65
+    requests/s, the same engine warm 95)."""
+    system.start()
+    try:
+        if isinstance(system, GrserveSystem):
+            asyncio.run(saturate(_sender(system, workload), warmup))
+        yield system
+    finally:
+        system.close()
+
+
+def _take_turns(group: list, workload: Workload, opts: BenchOptions, requests: dict, sweep: bool, valid: set,
+                progress) -> dict:
+    """Measures a group of systems taking turns: each peak (all requests at once) `opts.repeats` times,
+    system after system, and each swept rate system after system. This machine's speed drifts by tens of
+    percent over minutes; turns put every system under the same drift, and each system's peak is its
+    median."""
+    out = {}
+    for system in group:
+        with _alive(system, workload, requests[system.name]):
+            out[system.name] = _prepare(system, workload, opts, valid)
+            out[system.name]["peaks"].append(summarize(asyncio.run(
+                saturate(_sender(system, workload), requests[system.name], opts.timeout_s))))
+    for _ in range(opts.repeats - 1):
+        for system in group:
+            with _alive(system, workload, requests[system.name]):
+                out[system.name]["peaks"].append(summarize(asyncio.run(
+                    saturate(_sender(system, workload), requests[system.name], opts.timeout_s))))
+    for m in out.values():
+        m["peak"] = sorted(m["peaks"], key=lambda p: p["throughput"])[len(m["peaks"]) // 2]
+    swept = [s for s in group if sweep and isinstance(s, GrserveSystem)
+             and out[s.name]["single_request_ms"] is not None and out[s.name]["single_request_ms"] <= opts.slo_ms]
+    for fraction in SWEEP if swept else ():
+        for system in swept:
+            rate = fraction * out[system.name]["peak"]["throughput"]
+            with _alive(system, workload, requests[system.name]):
+                samples = asyncio.run(open_loop(_sender(system, workload), rate,
+                                                max(4, math.ceil(rate * opts.duration_s)), opts.duration_s,
+                                                timeout=opts.timeout_s))
+            point = summarize(samples, rate)
+            out[system.name]["sweep"].append(point)
+            if point["ok"] == point["requests"] and point["p99_ms"] <= opts.slo_ms:
+                out[system.name]["qps_at_slo"] = max(out[system.name]["qps_at_slo"], rate)
+    for system in group:
+        if system not in swept:
+            alone = out[system.name]["single_request_ms"]
+            out[system.name]["note"] = (f"one request alone takes {alone:.0f} ms > SLO {opts.slo_ms:.0f} ms: max "
+                                        f"rate at the SLO is 0") if alone and alone > opts.slo_ms else "not swept"
+        progress.update(1)
     return out
 
 
@@ -95,27 +141,17 @@ def run_workload(workload: Workload, opts: BenchOptions, systems: dict, baseline
               "catalog_size": len(bundle.table),
               "flops_per_request": request_flops(bundle.model.config, workload.prompt_len, workload.beam_width),
               "systems": {}}
-    reference = None
     # Steps of at most half the SLO: a request then waits at most about one step before its own.
-    candidates = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches, opts.slo_ms / 2)
-                  for name, switches in systems.items()]
-    candidates += _baselines(workload, opts) if baselines else []
-    for system in candidates:
-        progress.set_postfix_str(f"{workload.name} / {system.name}")
-        started = time.perf_counter()
-        system.start()
-        try:
-            grserve_kind = isinstance(system, GrserveSystem)
-            m = _measure(system, workload, opts, grserve_requests if grserve_kind else opts.baseline_requests,
-                         sweep and grserve_kind, reference, valid)
-        finally:
-            system.close()
-        m["seconds"] = round(time.perf_counter() - started, 1)
-        if system.name == "grserve":
-            reference = [[tuple(t) for t in a] for a in m["answers"]]
-            m["agreement"] = 1.0
-        result["systems"][system.name] = m
-        progress.update(1)
+    ours = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches, opts.slo_ms / 2)
+            for name, switches in systems.items()]
+    theirs = _baselines(workload, opts) if baselines else []
+    requests = {s.name: grserve_requests for s in ours} | {s.name: opts.baseline_requests for s in theirs}
+    progress.set_postfix_str(workload.name)
+    result["systems"].update(_take_turns(ours + theirs, workload, opts, requests, sweep, valid, progress))
+    reference = [[tuple(t) for t in a] for a in result["systems"]["grserve"]["answers"]]
+    for m in result["systems"].values():
+        pairs = list(zip([[tuple(t) for t in a] for a in m["answers"]], reference))
+        m["agreement"] = sum(len(set(a[:len(r)]) & set(r)) / max(1, len(r)) for a, r in pairs) / len(pairs)
     return result
 
 
@@ -125,7 +161,6 @@ def run_bench(opts: BenchOptions) -> dict:
            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                        "cpus": torch.get_num_threads(), "python": platform.python_version()},
            "versions": {"torch": torch.__version__},
-           "peak_flops": {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)},
            "workloads": []}
     plan = []
     if "a" in opts.workloads:
@@ -138,10 +173,14 @@ def run_bench(opts: BenchOptions) -> dict:
                 first = (P, W) == (256, 128)
                 plan.append((synthetic_workload(model_dir, P, W, requests=16),
                              ABLATIONS if first else {"grserve": {}}, first, first, 8))
-    total = sum(len(s) + (2 if b else 0) for _, s, b, _, _ in plan)
+    baselines = 2 if opts.vllm_python and not opts.quick else 1
+    total = sum(len(s) + (baselines if b else 0) for _, s, b, _, _ in plan)
     with tqdm(total=total, desc="bench gr") as progress:
         for workload, systems, baselines, sweep, requests in plan:
             run["workloads"].append(run_workload(workload, opts, systems, baselines, sweep, requests, progress))
+    # Measured last: its large matmuls change how this process's allocator serves the engines afterwards
+    # (grserve measured about 30% slower for the rest of a process that had run them first).
+    run["peak_flops"] = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     for w in run["workloads"]:
         for s in w["systems"].values():
             s["mfu"] = s["peak"]["throughput"] * w["flops_per_request"] / run["peak_flops"]["fp32"]

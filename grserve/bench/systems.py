@@ -56,6 +56,7 @@ class GrserveSystem:
 
     def close(self) -> None:
         self.engine.shutdown()
+        self.engine = None  # its buffers go now, not when the next start replaces it
 
 
 class QueuedBaseline:
