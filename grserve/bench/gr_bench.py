@@ -86,14 +86,11 @@ def _take_turns(group: list, workload: Workload, opts: BenchOptions, requests: d
     percent over minutes; turns put every system under the same drift, and each system's peak is its
     median."""
     out = {}
-    for system in group:
-        with _alive(system, workload, requests[system.name]):
-            out[system.name] = _prepare(system, workload, opts, valid)
-            out[system.name]["peaks"].append(summarize(asyncio.run(
-                saturate(_sender(system, workload), requests[system.name], opts.timeout_s))))
-    for _ in range(opts.repeats - 1):
+    for turn in range(opts.repeats):
         for system in group:
             with _alive(system, workload, requests[system.name]):
+                if turn == 0:
+                    out[system.name] = _prepare(system, workload, opts, valid)
                 out[system.name]["peaks"].append(summarize(asyncio.run(
                     saturate(_sender(system, workload), requests[system.name], opts.timeout_s))))
     for m in out.values():

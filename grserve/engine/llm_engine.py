@@ -163,11 +163,11 @@ class LLMEngine:
         schedule, which takes the lock, hands it out afresh."""
         with self.lock:
             blocks = self.blocks.cached_prefix(token_ids)
-            bs = self.blocks.block_size
-            slots = torch.tensor([b * bs + o for b in blocks for o in range(bs)], dtype=torch.long,
+            length = len(blocks) * self.blocks.block_size
+            slots = torch.tensor(self.blocks.slot_mapping(blocks, 0, length), dtype=torch.long,
                                  device=self.runner.kv.kv.device)
             kv = self.runner.kv.kv[:, :, slots].cpu()
-        return KVBlocks(bs, list(token_ids[:len(blocks) * bs]), kv)
+        return KVBlocks(self.blocks.block_size, list(token_ids[:length]), kv)
 
     def import_prefix(self, blocks: KVBlocks) -> Future:
         """Adopts KV blocks from a prefill instance into the prefix cache, so that a prompt starting with
@@ -268,9 +268,10 @@ class LLMEngine:
             adopted = [(blocks, future, *self.blocks.adopt(blocks.token_ids)) for blocks, future in imports]
 
         def write(blocks: KVBlocks, future: Future, table: list[int], fresh: list[int]) -> None:
-            bs, kv = self.blocks.block_size, self.runner.kv.kv
-            rows = torch.tensor([i * bs + o for i in fresh for o in range(bs)], dtype=torch.long)
-            slots = torch.tensor([table[i] * bs + o for i in fresh for o in range(bs)], dtype=torch.long)
+            kv, length = self.runner.kv.kv, len(fresh) * self.blocks.block_size
+            # Block i of the payload holds its tokens i*bs.. : the payload's rows map like a block table of `fresh`.
+            rows = torch.tensor(self.blocks.slot_mapping(fresh, 0, length), dtype=torch.long)
+            slots = torch.tensor(self.blocks.slot_mapping([table[i] for i in fresh], 0, length), dtype=torch.long)
             try:
                 kv[:, :, slots.to(kv.device)] = blocks.kv[:, :, rows].to(kv.device)
             except Exception as e:  # unregister what was not written: nothing may hit a block of garbage

@@ -12,6 +12,7 @@ from grserve.sampling.params import SamplingParams
 _ids = itertools.count()
 
 ONLINE, OFFLINE = 0, 1  # priority classes: online requests are always scheduled first
+PRIORITY = {"online": ONLINE, "offline": OFFLINE}  # by the name requests give
 
 
 class Status(Enum):

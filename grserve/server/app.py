@@ -28,13 +28,8 @@ from grserve.server.gate import Gate
 from grserve.server.metrics import ServerMetrics
 from grserve.server.openai_api import add_openai_routes
 from grserve.server.pd import add_pd_routes
-from grserve.server.protocol import (
-    BatchRecommendRequest,
-    ErrorResponse,
-    RecommendRequest,
-    RecommendResponse,
-    error_body,
-)
+from grserve.server.protocol import (BatchRecommendRequest, ErrorResponse, RecommendRequest, RecommendResponse,
+                                     error_body)
 
 if TYPE_CHECKING:  # the LLM engine loads transformers' tokenizer: imported only when an LLM is served
     from grserve.engine.llm_engine import LLMEngine

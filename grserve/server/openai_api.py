@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from grserve.engine.request import GRRequest, InvalidRequest
-from grserve.engine.sequence import OFFLINE, ONLINE
+from grserve.engine.sequence import PRIORITY
 from grserve.model.tokenizer import chat_prompt, prompt_token_ids
 from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
 from grserve.server.pd import pull_prefill
@@ -138,7 +138,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
         except ValueError as e:
             raise ApiError(400, str(e), "prompt")
         params = _params(req, req.max_tokens, req.logprobs)
-        priority = OFFLINE if req.priority == "offline" else ONLINE
+        priority = PRIORITY[req.priority]
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": state.llm_name}
         try:
@@ -182,7 +182,7 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
         except ValueError as e:
             raise ApiError(400, str(e), str(e).split(":")[0])
         await pull_prefill(state, request, [ids], req.priority)
-        priority = OFFLINE if req.priority == "offline" else ONLINE
+        priority = PRIORITY[req.priority]
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
             base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": state.llm_name}

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from grserve.engine.sequence import OFFLINE, ONLINE
+from grserve.engine.sequence import ONLINE, PRIORITY
 from grserve.kv.transfer import KVBlocks
 from grserve.sampling.params import SamplingParams
 from grserve.server.protocol import PREFILL_HEADER
@@ -74,7 +74,7 @@ def add_pd_routes(app: FastAPI, state, errors: dict) -> None:
             engine.check(req.prompt_token_ids, SamplingParams(max_tokens=1))
         except ValueError as e:
             raise ApiError(400, str(e), str(e).split(":")[0])
-        blocks = await prefill(engine, req.prompt_token_ids, OFFLINE if req.priority == "offline" else ONLINE)
+        blocks = await prefill(engine, req.prompt_token_ids, PRIORITY[req.priority])
         data = await asyncio.to_thread(blocks.to_bytes)
         return Response(data, media_type="application/octet-stream",
                         headers={"x-grserve-blocks": str(blocks.num_blocks)})
