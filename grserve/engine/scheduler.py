@@ -3,7 +3,8 @@ engine step, so the scheduler only forms batches. Waiting requests are ordered b
 before offline: offline work only fills capacity online requests leave), then deadline (earliest first;
 no deadline last), then arrival; a batch takes them in that order while the padded beam rows
 (requests x widest beam) and padded prompt tokens (requests x longest prompt) stay within budget.
-Requests whose deadline has passed, or that were cancelled, are never started."""
+Requests whose deadline has passed, or that were cancelled, are never started. Every field is read and
+written under `ready` (the step and prepare threads both schedule; the step thread also records step times)."""
 from __future__ import annotations
 
 import heapq
@@ -11,11 +12,20 @@ import math
 import threading
 import time
 from collections import deque
+from concurrent.futures import InvalidStateError
 
 import numpy as np
 
 from grserve.engine.config import EngineConfig
 from grserve.engine.request import DeadlineExceeded, EngineOverloaded, GRRequest
+
+
+def fail(request: GRRequest, error: Exception) -> None:
+    """Fails the request's future unless it is already done or cancelled (another thread may finish it)."""
+    try:
+        request.future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class FixedStepScheduler:
@@ -27,16 +37,20 @@ class FixedStepScheduler:
         # (work, seconds) of recent steps: step time is modelled as fixed + per-unit cost, where a unit is
         # a padded beam row or a padded prompt token, fitted by least squares.
         self.recent_steps: deque[tuple[int, float]] = deque(maxlen=64)
+        self.closed: Exception | None = None  # once set, `add` raises it: the engine can no longer run requests
 
     @staticmethod
     def work(requests: int, width: int, length: int) -> int:
         return requests * (width + length)
 
     def observe_step(self, requests: int, width: int, length: int, seconds: float) -> None:
-        self.recent_steps.append((self.work(requests, width, length), seconds))
+        # Under the lock: the prepare thread reads recent_steps (in _work_budget) while the step thread appends.
+        with self.ready:
+            self.recent_steps.append((self.work(requests, width, length), seconds))
 
     def _work_budget(self) -> float:
-        """Work that fits in `target_step_ms` by the fitted model (infinite when off or not yet known)."""
+        """Work that fits in `target_step_ms` by the fitted model (infinite when off or not yet known).
+        Called with `ready` held."""
         target = self.config.target_step_ms
         works = {w for w, _ in self.recent_steps}
         if target is None or len(works) < 3:
@@ -44,7 +58,9 @@ class FixedStepScheduler:
         per_unit, fixed = np.polyfit(*zip(*self.recent_steps), 1)
         if per_unit <= 0:
             return float("inf")
-        return max(target / 1000 - max(fixed, 0.0), 0.0) / per_unit
+        # The fit of exact data lands a few ulps either side of the exact budget: a relative slack far
+        # above rounding (1e-15) and far below any real step difference admits a step that exactly fills it.
+        return max(target / 1000 - max(fixed, 0.0), 0.0) / per_unit * (1 + 1e-9)
 
     def full_batch_waiting(self) -> bool:
         """Whether the waiting requests already fill a batch: forming it early then delays nobody."""
@@ -58,12 +74,23 @@ class FixedStepScheduler:
     def add(self, request: GRRequest) -> None:
         c = self.config
         with self.ready:
+            if self.closed is not None:
+                raise type(self.closed)(*self.closed.args)  # a fresh one: each raise would grow a shared traceback
             if len(self.waiting) >= c.max_queue_requests or self.waiting_rows + request.beam_width > c.max_queue_rows:
                 raise EngineOverloaded(f"queue full: {len(self.waiting)} requests, {self.waiting_rows} beam rows")
             deadline = request.deadline if request.deadline is not None else math.inf
             heapq.heappush(self.waiting, (request.priority, deadline, request.request_id, request))
             self.waiting_rows += request.beam_width
             self.ready.notify()
+
+    def close(self, error: Exception) -> None:
+        """Fails every waiting request with `error` and refuses new ones with it (the engine stopped or died).
+        Under the lock, so a request is either failed here or refused by `add`, never left waiting."""
+        with self.ready:
+            self.closed = error
+            waiting, self.waiting, self.waiting_rows = self.waiting, [], 0
+        for *_, request in waiting:
+            fail(request, error)
 
     def __len__(self) -> int:
         return len(self.waiting)

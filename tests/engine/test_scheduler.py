@@ -1,4 +1,6 @@
 """Batch formation under the beam-row and prompt-token budgets, worked by hand."""
+import threading
+
 import pytest
 
 from grserve.engine.config import EngineConfig
@@ -69,23 +71,61 @@ def test_online_before_offline():
     assert s.schedule() == [offline]
 
 
+def fill(s, online, offline):
+    """Queues `online` then `offline` 10-wide, 10-token requests (20 work units each); the first batch's
+    (online, offline) counts. The queue is emptied afterwards."""
+    reqs = [req(10, 10) for _ in range(online + offline)]
+    for r in reqs[online:]:
+        r.priority = 1
+    for r in reqs:
+        s.add(r)
+    out = s.schedule()
+    while s.schedule(timeout=0):
+        pass
+    return sum(r.priority == 0 for r in out), sum(r.priority == 1 for r in out)
+
+
 def test_step_budget_from_fitted_cost_and_offline_share():
-    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=2048, target_step_ms=100,
+    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=2048, target_step_ms=120,
                                         offline_step_fraction=0.25))
-    for requests in (1, 2, 4):  # 20 work units per request, 1 ms per unit, no fixed cost: 100 units per step
+    for requests in (1, 2, 4):  # 20 work units per request at 1 ms per unit, plus 10 ms fixed per step
+        s.observe_step(requests, 10, 10, 0.010 + 0.001 * 20 * requests)
+    # (120 - 10) ms / 1 ms = a 110-unit step; every count below sits at least 7.5 units from a boundary
+    assert fill(s, 8, 0) == (5, 0)  # 5 x 20 = 100 <= 110 < 120 = 6 x 20
+    assert fill(s, 0, 8) == (0, 1)  # offline alone: a quarter step (27.5 units) holds one request (20 < 27.5 < 40)
+    assert fill(s, 2, 8) == (2, 1)  # 40 online units + at most 27.5 offline: 60 <= 67.5 < 80
+
+
+def test_a_step_that_exactly_fills_the_budget_is_admitted():
+    """Exact data put the fitted budget a few ulps under (or over) 100 units: 5 requests of 20 still fit."""
+    s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=2048, target_step_ms=100))
+    for requests in (1, 2, 4):
         s.observe_step(requests, 10, 10, 0.001 * 20 * requests)
+    assert fill(s, 8, 0) == (5, 0)
 
-    def fill(online, offline):
-        reqs = [req(10, 10) for _ in range(online + offline)]
-        for r in reqs[online:]:
-            r.priority = 1
-        for r in reqs:
-            s.add(r)
-        out = s.schedule()
-        while s.schedule(timeout=0):
-            pass
-        return sum(r.priority == 0 for r in out), sum(r.priority == 1 for r in out)
 
-    assert fill(8, 0) == (5, 0)  # 5 x 20 units = the 100-unit step
-    assert fill(0, 8) == (0, 1)  # offline alone: a quarter step holds one request
-    assert fill(2, 8) == (2, 1)  # 40 online units + at most 25 offline units
+def test_observe_step_waits_for_the_scheduler_lock():
+    """The prepare thread reads recent_steps under the lock while the step thread records a step: the record
+    must wait for the lock, never change the deque under a reader."""
+    s = FixedStepScheduler(EngineConfig())
+    recorder = threading.Thread(target=s.observe_step, args=(1, 8, 8, 0.01))
+    with s.ready:  # a reader holds the lock
+        recorder.start()
+        recorder.join(0.2)
+        assert recorder.is_alive() and len(s.recent_steps) == 0
+    recorder.join(10)
+    assert list(s.recent_steps) == [(16, 0.01)]
+
+
+def test_closed_scheduler_fails_the_waiting_and_refuses_new_requests():
+    s = FixedStepScheduler(EngineConfig(max_beam_width=8, max_batch_rows=8))
+    waiting, cancelled = req(8, 5), req(8, 5)
+    s.add(waiting)
+    s.add(cancelled)
+    cancelled.future.cancel()
+    s.close(RuntimeError("engine died: boom"))
+    with pytest.raises(RuntimeError, match="boom"):
+        waiting.future.result(timeout=0)
+    assert cancelled.future.cancelled() and len(s) == 0 and s.waiting_rows == 0
+    with pytest.raises(RuntimeError, match="engine died: boom"):
+        s.add(req(8, 5))
