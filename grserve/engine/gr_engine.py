@@ -5,7 +5,10 @@ thread runs batches to completion (fixed step); with overlap on, a second thread
 next batch while the current one computes (torch releases the GIL inside its kernels), handing it over
 through a one-slot queue so at most one prepared batch waits. It forms a batch early only when the
 waiting requests already fill one; otherwise it waits until the step thread is free, so that requests
-arriving meanwhile still join the next batch instead of waiting for the one after."""
+arriving meanwhile still join the next batch instead of waiting for the one after.
+
+A thread that dies (an error outside the per-batch handling) fails the engine: `failure` says why, every
+waiting and running request fails with EngineFailed, and `submit` raises it (see engine/failure.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +20,7 @@ from typing import Callable
 
 from grserve.bundle import GRBundle
 from grserve.engine.config import EngineConfig
+from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.model_runner import BatchBeams, GRModelRunner, PreparedBatch
 from grserve.engine.request import GRRequest, GRResult, InvalidRequest
 from grserve.engine.scheduler import FixedStepScheduler
@@ -36,15 +40,18 @@ class GREngine:
         # Called on the step thread after every batch (metrics); must be quick and must not raise.
         self.step_hooks: list[Callable[[PreparedBatch, BatchBeams], None]] = []
         self.running_requests = self.running_rows = 0
-        self._threads = [threading.Thread(target=self._step_loop, name="gr-step", daemon=True)]
-        if self.config.overlap:
-            self._threads.append(threading.Thread(target=self._prepare_loop, name="gr-prepare", daemon=True))
+        self.failure: str | None = None  # why the engine stopped serving, once a thread died
+        self._lock = threading.Lock()  # orders `_die` against requests being taken into `_started`
+        self._started: dict[int, GRRequest] = {}  # taken from the queue, not yet answered (by request_id)
+        loops = [(self._step_loop, "gr-step")] + ([(self._prepare_loop, "gr-prepare")] if self.config.overlap else [])
+        self._threads = [threading.Thread(target=guarded(loop, self._die), name=name, daemon=True)
+                         for loop, name in loops]
         for t in self._threads:
             t.start()
         self._runner_ready.wait()
-        if self._runner_error is not None:
+        if self._runner_error is not None or self.failure is not None:
             self.shutdown()
-            raise self._runner_error
+            raise self._runner_error or EngineFailed(self.failure)
 
     def validate(self, request: GRRequest) -> None:
         if not 1 <= request.beam_width <= self.config.max_beam_width:
@@ -60,9 +67,11 @@ class GREngine:
 
     def submit(self, request: GRRequest):
         self.validate(request)
+        if self.failure is not None:
+            raise EngineFailed(self.failure)
         if self._stop.is_set():
             raise RuntimeError("engine is shut down")
-        self.scheduler.add(request)
+        self.scheduler.add(request)  # raises EngineFailed too when the engine died since
         return request.future
 
     async def submit_async(self, request: GRRequest) -> GRResult:
@@ -83,6 +92,38 @@ class GREngine:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=10)
+        # Nothing waits forever on a stopped engine; a request a live thread still computes is left to it.
+        self.scheduler.close(RuntimeError("engine is shut down"))
+        if not any(t.is_alive() for t in self._threads):
+            for r in list(self._started.values()):
+                settle(r.future, error=RuntimeError("engine is shut down"))
+
+    def _die(self, reason: str) -> None:
+        """A thread died (logged by `guarded`): fail every waiting and running request, refuse new ones, and
+        stop the other thread, which would otherwise wait for the dead one."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = reason
+            started = list(self._started.values())
+        self.scheduler.close(EngineFailed(reason))
+        for r in started:
+            settle(r.future, error=EngineFailed(reason))
+        self._stop.set()
+        self._runner_ready.set()
+
+    def _take(self, requests: list[GRRequest]) -> bool:
+        """Tracks scheduled requests until answered, so that a dying engine fails them; False (and failed
+        already) when the engine died meanwhile."""
+        with self._lock:
+            if self.failure is not None:
+                for r in requests:
+                    settle(r.future, error=EngineFailed(self.failure))
+                return False
+            for r in requests:
+                self._started[r.request_id] = r
+                r.future.add_done_callback(lambda _, i=r.request_id: self._started.pop(i, None))
+        return True
 
     def _next_batch(self) -> PreparedBatch | None:
         try:
@@ -91,11 +132,13 @@ class GREngine:
             logging.getLogger("grserve").exception("forming a batch failed; the requests stay queued")
             time.sleep(0.1)
             return None
+        if not requests or not self._take(requests):
+            return None
         try:
-            return self.runner.prepare(requests) if requests else None
+            return self.runner.prepare(requests)
         except Exception as e:  # a batch that cannot be prepared fails its requests, never the engine
             for r in requests:
-                r.future.set_exception(e)
+                settle(r.future, error=e)
             return None
 
     def _prepare_loop(self) -> None:
@@ -142,7 +185,7 @@ class GREngine:
             beams = self.runner.run(batch)
         except Exception as e:  # a failed batch fails its requests, never the engine
             for r in batch.requests:
-                r.future.set_exception(e)
+                settle(r.future, error=e)
             return
         finally:
             self.running_requests = self.running_rows = 0
@@ -159,5 +202,5 @@ class GREngine:
                 items.extend((i, score, sid) for i in rows if f is None or f.keeps(i))
                 if len(items) >= r.top_n:
                     break
-            r.future.set_result(GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms,
-                                         1000 * beams.prefill_s, 1000 * beams.decode_s, 1000 * beams.select_s))
+            settle(r.future, GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms,
+                                      1000 * beams.prefill_s, 1000 * beams.decode_s, 1000 * beams.select_s))

@@ -12,20 +12,12 @@ import math
 import threading
 import time
 from collections import deque
-from concurrent.futures import InvalidStateError
 
 import numpy as np
 
 from grserve.engine.config import EngineConfig
+from grserve.engine.failure import settle
 from grserve.engine.request import DeadlineExceeded, EngineOverloaded, GRRequest
-
-
-def fail(request: GRRequest, error: Exception) -> None:
-    """Fails the request's future unless it is already done or cancelled (another thread may finish it)."""
-    try:
-        request.future.set_exception(error)
-    except InvalidStateError:
-        pass
 
 
 class FixedStepScheduler:
@@ -90,7 +82,7 @@ class FixedStepScheduler:
             self.closed = error
             waiting, self.waiting, self.waiting_rows = self.waiting, [], 0
         for *_, request in waiting:
-            fail(request, error)
+            settle(request.future, error=error)  # a cancelled one stays cancelled
 
     def __len__(self) -> int:
         return len(self.waiting)

@@ -1,12 +1,15 @@
 """The engine against the reference beam search: same items, same scores, only valid items, for random
-models, catalogs, beam widths, prompt lengths, mixed batches and filters, with every ablation switch."""
+models, catalogs, beam widths, prompt lengths, mixed batches and filters, with every ablation switch;
+a thread that dies fails the engine loudly."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
 from grserve.engine.config import EngineConfig
+from grserve.engine.failure import EngineFailed
 from grserve.engine.gr_engine import GREngine
 from grserve.engine.request import GRRequest
 from grserve.reference import reference_beam_search
@@ -109,5 +112,77 @@ def test_kv_accounting_prompt_once_plus_two_tokens_per_beam(separated, expected)
         engine.submit(GRRequest(prompt, 64, 5)).result(timeout=60)
         tokens = engine.runner.kv.kv_tokens()
         assert tokens["shared"] + tokens["unshared"] == expected(len(prompt), 64)
+    finally:
+        engine.shutdown()
+
+
+class Boom(BaseException):
+    """Not an Exception: it passes the engine's per-batch handlers, as a bug outside them would."""
+
+
+def test_dead_step_thread_fails_every_request_and_refuses_new_ones(tiny_bundle, caplog):
+    engine = GREngine(tiny_bundle, EngineConfig(max_beam_width=8, max_batch_rows=8, max_batch_requests=1))
+    entered, release = threading.Event(), threading.Event()
+
+    def run(batch):
+        entered.set()
+        release.wait(30)
+        raise Boom("kaput")
+
+    engine.runner.run = run
+    try:
+        running = engine.submit(GRRequest([1], 8, 1))
+        assert entered.wait(30)
+        waiting = [engine.submit(GRRequest([1], 8, 1)) for _ in range(3)]  # one request per batch: these wait
+        release.set()
+        for future in [running, *waiting]:
+            with pytest.raises(EngineFailed, match="gr-step died: Boom: kaput"):
+                future.result(timeout=30)
+        assert engine.failure == "engine thread gr-step died: Boom: kaput"
+        with pytest.raises(EngineFailed, match="Boom: kaput"):
+            engine.submit(GRRequest([1], 8, 1))
+        (record,) = [r for r in caplog.records if r.levelname == "ERROR" and "Boom" in r.getMessage()]
+        assert record.exc_info and record.exc_info[0] is Boom  # logged with its traceback
+    finally:
+        engine.shutdown()
+
+
+def test_dead_prepare_thread_fails_the_engine_not_hangs_it(tiny_bundle):
+    """With overlap on the prepare thread forms and prepares batches; its death must not leave the step
+    thread waiting for batches that never come."""
+    engine = GREngine(tiny_bundle, EngineConfig(max_beam_width=8, max_batch_rows=8, overlap=True))
+
+    def prepare(requests):
+        raise Boom("prepare bug")
+
+    engine.runner.prepare = prepare
+    try:
+        with pytest.raises(EngineFailed, match="gr-prepare died: Boom: prepare bug"):
+            engine.submit(GRRequest([1], 8, 1)).result(timeout=30)
+        with pytest.raises(EngineFailed, match="prepare bug"):
+            engine.submit(GRRequest([1], 8, 1))
+        for t in engine._threads:  # both threads end: the step thread is stopped, not left polling
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        engine.shutdown()
+
+
+def test_failed_batch_fails_only_its_requests(tiny_bundle):
+    engine = GREngine(tiny_bundle, EngineConfig(max_beam_width=8, max_batch_rows=8))
+    real_run, calls = engine.runner.run, []
+
+    def run(batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise RuntimeError("bad batch")
+        return real_run(batch)
+
+    engine.runner.run = run
+    try:
+        with pytest.raises(RuntimeError, match="bad batch"):
+            engine.submit(GRRequest([1], 8, 2)).result(timeout=30)
+        assert len(engine.submit(GRRequest([1], 8, 2)).result(timeout=30).items) == 2
+        assert engine.failure is None
     finally:
         engine.shutdown()
