@@ -3,7 +3,7 @@
 - `HFBeamSearch`: transformers `generate` beam search with the trie as `prefix_allowed_tokens_fn`, the way
   TIGER-style codebases decode semantic IDs;
 - `VLLMBeamSearch`: vLLM CPU's `LLM.beam_search`, unconstrained (it has no usable item restriction, see
-  BASELINES.md), in its own venv behind `vllm_worker.py`.
+  docs/baselines.md, "What vLLM cannot do"), in its own venv behind `vllm_worker.py`.
 
 Both answer in SID codes, not tokens. A beam that left the item space is kept, with -1 at each position whose
 token is not of that position's level, so that the benchmark can report the invalid share."""
@@ -29,7 +29,8 @@ SID = tuple[int, int, int]
 Ranking = list[tuple[SID, float]]  # one prompt's top triples with their summed log-probs, best first
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
-# The widest beam the benchmark sweeps (DESIGN.md: W = 128…512): vLLM asks 2W log-probs per step.
+# The widest beam the benchmark sweeps (docs/design.md, "The GR workload": W = 128…512): vLLM asks 2W
+# log-probs per step.
 MAX_BEAM_WIDTH = 512
 READY_TIMEOUT_S = 180.0
 STDERR_TAIL_BYTES = 8000
@@ -137,7 +138,8 @@ class VLLMBeamSearch:
             write_tokenizer(self.model_dir, self.vocab)
         env = dict(os.environ)
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-        # vLLM's default binding leaves its worker a single core (BASELINES.md): give it all of them.
+        # vLLM's default binding leaves its worker a single core (docs/baselines.md, "Known pitfalls"): give
+        # it all of them.
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{os.cpu_count() - 1}")
         # A file, not a pipe: vLLM logs a lot, and a full pipe nobody reads would stall the worker.
         self._stderr = tempfile.TemporaryFile()
