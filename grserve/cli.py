@@ -77,48 +77,7 @@ def cmd_synth(args) -> None:
     print(json.dumps({"out": str(out), "items": args.items, "layers": args.layers, "hidden": args.hidden}))
 
 
-def cmd_bench_attention(args) -> None:
-    from grserve.bench.attention import run_attention_bench
-    from grserve.bench.engine_vs_reference import run_engine_bench
-    result = {"attention": run_attention_bench(prompt_len=args.prompt_len, beam_width=args.beam_width),
-              "engine_vs_reference": run_engine_bench(_bundle(args), beam_width=args.engine_beam_width,
-                                                      requests=args.requests)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
 
-
-def cmd_bench_gr(args) -> None:
-    from grserve.bench.gr_bench import BenchOptions, run_bench, save
-    from grserve.bench.report import write_report
-    opts = BenchOptions(slo_ms=args.slo_ms, quick=args.quick, vllm_python=args.vllm_python, out_dir=args.out,
-                        workloads=args.workloads, repeats=args.repeats)
-    if args.quick:  # workload (a) only, short runs: under a minute
-        opts.duration_s, opts.agreement_requests, opts.baseline_requests, opts.repeats = 2.0, 4, 2, 1
-    run = run_bench(opts)
-    path = save(run, opts.out_dir, "-quick" if args.quick else "")
-    files = write_report(path)
-    if args.quick:
-        print(json.dumps(run["headline"]))
-    else:
-        print(json.dumps({"json": str(path), "files": [str(f) for f in files], **run["headline"]}, indent=2))
-
-
-def cmd_bench_llm(args) -> None:
-    from grserve.bench.gr_bench import save
-    from grserve.bench.llm_bench import run_llm_bench
-    run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens,
-                        vllm_python=args.vllm_python, repeats=args.repeats)
-    path = save(run, args.out)
-    print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
-                      "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
-                      "vllm_tokens_per_s": run["vllm"]["output_tokens_per_s"] if run["vllm"] else None,
-                      "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "ratio_vs_vllm": run["ratio_tokens_per_s_vs_vllm"],
-                      "greedy_agreement": run["greedy_agreement"], "greedy_agreement_vllm": run["greedy_agreement_vllm"],
-                      "ratio_overlap_on_vs_off": run["ratio_tokens_per_s_overlap_on_vs_off"],
-                      "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
 
 
 def cmd_router(args) -> None:
@@ -133,23 +92,6 @@ def cmd_router(args) -> None:
                 port=args.port, log_level="info")
 
 
-def cmd_bench_scaling(args) -> None:
-    from grserve.bench.gr_bench import save
-    from grserve.bench.scaling import run_scaling
-    run = run_scaling(tuple(int(n) for n in args.instances.split(",")))
-    path = save(run, args.out)
-    print(json.dumps({"json": str(path), "runs": [{"instances": r["instances"], "peak": r["peak"]["throughput"],
-                                                    "qps_at_slo": r["qps_at_slo"]} for r in run["runs"]]}, indent=2))
-
-
-def cmd_bench_colocation(args) -> None:
-    from grserve.bench.colocation import run_colocation
-    from grserve.bench.gr_bench import save
-    run = run_colocation(online_rate=args.online_rate, duration_s=args.duration)
-    path = save(run, args.out)
-    print(json.dumps({"json": str(path), "online_p99_alone_ms": run["online_alone"]["p99_ms"],
-                      "online_p99_with_offline_ms": run["online_with_offline"]["p99_ms"],
-                      "p99_ratio": run["p99_ratio"], "offline_per_s": run["offline_per_s"]}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,43 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tokenizer", help="the served LLM's model directory: cache-aware routing of text prompts")
     p.set_defaults(func=cmd_router)
 
-    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
-    p = with_model(bench.add_parser("attention", help="staged vs expanded attention; engine vs reference"))
-    p.add_argument("--prompt-len", type=int, default=1024)
-    p.add_argument("--beam-width", type=int, default=256)
-    p.add_argument("--engine-beam-width", type=int, default=128)
-    p.add_argument("--requests", type=int, default=4)
-    p.add_argument("--out", help="also write the JSON here")
-    p.set_defaults(func=cmd_bench_attention)
-
-    p = bench.add_parser("gr", help="grserve vs HF transformers vs vLLM: throughput, P99 at an SLO, ablations, MFU")
-    p.add_argument("--quick", action="store_true", help="workload (a) only, under a minute, one JSON line")
-    p.add_argument("--slo-ms", type=float, default=200.0)
-    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
-    p.add_argument("--workloads", default="ab", help="a: MovieLens-100K; b: synthetic 1M items (default: ab)")
-    p.add_argument("--repeats", type=int, default=3, help="peaks per system, taking turns; the median is reported")
-    p.add_argument("--out", default="benchmarks/results")
-    p.set_defaults(func=cmd_bench_gr)
-
-    p = bench.add_parser("llm", help="LLM engine vs transformers: output tokens/s, TTFT, TPOT")
-    p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--prompt-len", type=int, default=256)
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
-    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
-    p.add_argument("--out", default="benchmarks/results")
-    p.set_defaults(func=cmd_bench_llm)
-
-    p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
-    p.add_argument("--instances", default="1,2,3")
-    p.add_argument("--out", default="benchmarks/results")
-    p.set_defaults(func=cmd_bench_scaling)
-
-    p = bench.add_parser("colocation", help="online P99 alone and beside a saturating offline load")
-    p.add_argument("--online-rate", type=float, default=20.0)
-    p.add_argument("--duration", type=float, default=8.0)
-    p.add_argument("--out", default="benchmarks/results")
-    p.set_defaults(func=cmd_bench_colocation)
+    from grserve.bench.cli import add_bench_parser
+    add_bench_parser(sub, with_model)
 
     args = parser.parse_args(argv)
     try:

@@ -85,24 +85,24 @@ class HFBeamSearch:
 
     @torch.no_grad()
     def rank(self, prompts: list[list[int]], beam_width: int, top_n: int) -> list[Ranking]:
-        # One generate per prompt: left-padding a batch would only add pad rows to the same W-fold expanded
-        # prefill, changing nothing about the comparison, while complicating where each generated suffix starts.
-        return [self._rank_one(prompt, beam_width, top_n) for prompt in prompts]
-
-    def _rank_one(self, prompt: list[int], beam_width: int, top_n: int) -> Ranking:
+        """All prompts in one `generate`, left-padded to the longest (as a serving wrapper batches them):
+        every generated suffix then starts at the same column."""
         if self.model is None:
             raise RuntimeError(f"{self.name}: call start() first")
-        ids = torch.tensor([prompt], dtype=torch.long)
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
         out = self.model.generate(
-            ids, attention_mask=torch.ones_like(ids), num_beams=beam_width, num_return_sequences=top_n,
+            ids, attention_mask=mask, num_beams=beam_width, num_return_sequences=top_n,
             max_new_tokens=self.vocab.levels, min_new_tokens=self.vocab.levels, do_sample=False,
             early_stopping=True, length_penalty=0.0, pad_token_id=PAD, output_scores=True,
             return_dict_in_generate=True,
-            prefix_allowed_tokens_fn=(lambda _, seq: self._allowed_tokens(seq[len(prompt):]))
+            prefix_allowed_tokens_fn=(lambda _, seq: self._allowed_tokens(seq[width:]))
             if self.constrained else None)
         # With length_penalty 0 the sequence score is the plain sum of the generated tokens' log-probs.
-        return [(sid_of(tokens, self.vocab), score) for tokens, score in
-                zip(out.sequences[:, len(prompt):].tolist(), out.sequences_scores.tolist())]
+        ranked = [(sid_of(tokens, self.vocab), score) for tokens, score in
+                  zip(out.sequences[:, width:].tolist(), out.sequences_scores.tolist())]
+        return [ranked[i * top_n:(i + 1) * top_n] for i in range(len(prompts))]
 
     def _allowed_tokens(self, generated: torch.Tensor) -> list[int]:
         """Tokens of the trie children of the generated prefix; memoized, as TIGER-style code does."""

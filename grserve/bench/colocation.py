@@ -7,12 +7,10 @@ work still completed."""
 from __future__ import annotations
 
 import asyncio
-import platform
 import time
 
-import torch
-
 from grserve.bench.loadgen import open_loop, summarize
+from grserve.bench.machine import machine_info
 from grserve.bench.systems import GrserveSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
@@ -56,7 +54,7 @@ def run_colocation(online_rate: float = 20.0, duration_s: float = 8.0, backlog: 
     finally:
         system.close()
     return {"kind": "colocation", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+            "machine": machine_info(),
             "workload": workload.name, "online_rate": online_rate, "duration_s": duration_s,
             "offline_backlog": backlog, "online_alone": alone, "online_with_offline": mixed,
             "p99_ratio": mixed["p99_ms"] / alone["p99_ms"] if alone["p99_ms"] and mixed["p99_ms"] else None,

@@ -5,23 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-import platform
+import statistics
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from grserve.bench.flops import peak_matmul_flops, request_flops
-from grserve.bench.loadgen import open_loop, saturate, summarize
+from grserve.bench.flops import live_rows, peak_matmul_flops, request_flops
+from grserve.bench.loadgen import saturate, summarize
+from grserve.bench.machine import machine_info, native_bf16
+from grserve.bench.sweep import SWEEP, Turns, TurnOptions, measure_peaks, qps_at_slo, sweep_rates
 from grserve.bench.systems import ABLATIONS, GrserveSystem, QueuedBaseline
 from grserve.bench.workloads import Workload, movielens_workload, synthetic_model_dir, synthetic_workload
 from grserve.bundle import GRBundle
-
-SWEEP = (0.3, 0.5, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass
@@ -30,29 +28,22 @@ class BenchOptions:
     quick: bool = False
     vllm_python: str | None = None
     out_dir: str = "benchmarks/results"
-    duration_s: float = 6.0  # of arrivals per swept rate
     workloads: str = "ab"
-    baseline_requests: int = 2
-    agreement_requests: int = 8
-    timeout_s: float = 120.0
-    repeats: int = 3  # peaks per system, taking turns; the median counts
+    beam_width: int = 128  # workload (a)'s
+    repeats: int = 3  # peaks per system and runs per swept rate, taking turns
+    duration_s: float = 6.0  # of arrivals per swept run
+    min_requests: int = 30  # per swept run (low rates run longer)
+    peak_requests: int = 64  # grserve's peak; also its warm-up after each (re)start
+    baseline_requests: int = 32  # HF's and vLLM's peak
+    agreement_requests: int = 32  # prompts whose answers every system gives, compared with grserve's
+    max_batch: int = 16  # prompts per call for the library baselines (HF generate, vLLM beam_search)
+    timeout_s: float = 300.0
+    fractions: tuple[float, ...] = SWEEP
+    flops_seconds: float = 10.0  # time cap of each peak FLOP/s measurement
 
-
-def _prepare(system, workload: Workload, opts: BenchOptions, valid: set) -> dict:
-    """What a system answers (for agreement and validity) and how long one request alone takes."""
-    prompts = workload.prompts
-    # the slow baselines answer fewer agreement prompts: they cost seconds each
-    count = opts.agreement_requests if isinstance(system, GrserveSystem) else opts.baseline_requests
-
-    async def agreement_answers():
-        return await asyncio.gather(*(system.answer(p) for p in prompts[:count]))
-
-    answers = asyncio.run(agreement_answers())
-    alone = summarize(asyncio.run(saturate(_sender(system, workload), 1, opts.timeout_s)))
-    return {"single_request_ms": alone["p50_ms"], "agreement_requests": len(answers),
-            "answers": [[list(t) for t in a] for a in answers],
-            "invalid_share": sum(t not in valid for a in answers for t in a) / max(1, sum(len(a) for a in answers)),
-            "peaks": [], "sweep": [], "qps_at_slo": 0.0}
+    def turns(self) -> TurnOptions:
+        return TurnOptions(self.slo_ms, self.repeats, self.duration_s, self.min_requests, self.timeout_s,
+                           tuple(self.fractions))
 
 
 def _sender(system, workload: Workload):
@@ -63,88 +54,77 @@ def _sender(system, workload: Workload):
     return send
 
 
-@contextmanager
-def _alive(system, workload: Workload, warmup: int):
-    """The system started for one turn and closed after it. Engines alive side by side measured much slower
-    here (one GREngine's peak fell by a third with four idle others in the process), so only one lives at a
-    time. A fresh grserve first answers `warmup` requests at once: its scheduler learns the step cost from
-    the steps it runs, and until it has seen large ones it cuts batches short (a cold engine measured 65
-    requests/s, the same engine warm 95)."""
-    system.start()
+def _first_turn(workload: Workload, opts: BenchOptions, valid: set):
+    """What a system answers on the agreement prompts (all sent at once) and how long a lone request takes
+    (the median of three, one after another)."""
+    def record(system) -> dict:
+        async def answers():
+            return await asyncio.gather(*(system.answer(p) for p in workload.prompts[:opts.agreement_requests]))
+        got = asyncio.run(answers())
+        alone = [summarize(asyncio.run(saturate(_sender(system, workload), 1, opts.timeout_s)))["p50_ms"]
+                 for _ in range(3)]
+        return {"single_request_ms": statistics.median(alone), "agreement_requests": len(got),
+                "answers": [[list(t) for t in a] for a in got],
+                "invalid_share": sum(t not in valid for a in got for t in a) / max(1, sum(len(a) for a in got))}
+    return record
+
+
+def measure(group: list, workload: Workload, opts: BenchOptions, requests: dict[str, int],
+            warmup: dict[str, int], sweep: bool, valid: set) -> dict:
+    """Peaks of every system, then the sweep of every system whose lone request meets the SLO (a slower one
+    gets 0 without a sweep); the systems take turns throughout."""
+    turns = Turns({s.name: _sender(s, workload) for s in group}, warmup)
     try:
-        if isinstance(system, GrserveSystem):
-            asyncio.run(saturate(_sender(system, workload), warmup))
-        yield system
+        out = measure_peaks(group, turns, requests, opts.turns(), _first_turn(workload, opts, valid))
+        swept = [s for s in group if sweep and out[s.name]["single_request_ms"] <= opts.slo_ms]
+        points = sweep_rates(swept, turns, {s.name: out[s.name]["peak"]["throughput"] for s in swept},
+                             opts.turns())
     finally:
-        system.close()
-
-
-def _take_turns(group: list, workload: Workload, opts: BenchOptions, requests: dict, sweep: bool, valid: set,
-                progress) -> dict:
-    """Measures a group of systems taking turns: each peak (all requests at once) `opts.repeats` times,
-    system after system, and each swept rate system after system. This machine's speed drifts by tens of
-    percent over minutes; turns put every system under the same drift, and each system's peak is its
-    median."""
-    out = {}
-    for turn in range(opts.repeats):
-        for system in group:
-            with _alive(system, workload, requests[system.name]):
-                if turn == 0:
-                    out[system.name] = _prepare(system, workload, opts, valid)
-                out[system.name]["peaks"].append(summarize(asyncio.run(
-                    saturate(_sender(system, workload), requests[system.name], opts.timeout_s))))
-    for m in out.values():
-        m["peak"] = sorted(m["peaks"], key=lambda p: p["throughput"])[len(m["peaks"]) // 2]
-    swept = [s for s in group if sweep and isinstance(s, GrserveSystem)
-             and out[s.name]["single_request_ms"] is not None and out[s.name]["single_request_ms"] <= opts.slo_ms]
-    for fraction in SWEEP if swept else ():
-        for system in swept:
-            rate = fraction * out[system.name]["peak"]["throughput"]
-            with _alive(system, workload, requests[system.name]):
-                samples = asyncio.run(open_loop(_sender(system, workload), rate,
-                                                max(4, math.ceil(rate * opts.duration_s)), opts.duration_s,
-                                                timeout=opts.timeout_s))
-            point = summarize(samples, rate)
-            out[system.name]["sweep"].append(point)
-            if point["ok"] == point["requests"] and point["p99_ms"] <= opts.slo_ms:
-                out[system.name]["qps_at_slo"] = max(out[system.name]["qps_at_slo"], rate)
+        turns.close()
     for system in group:
+        m = out[system.name]
+        m["sweep"] = points.get(system.name, [])
+        m["qps_at_slo"] = qps_at_slo(m["sweep"])
         if system not in swept:
-            alone = out[system.name]["single_request_ms"]
-            out[system.name]["note"] = (f"one request alone takes {alone:.0f} ms > SLO {opts.slo_ms:.0f} ms: max "
-                                        f"rate at the SLO is 0") if alone and alone > opts.slo_ms else "not swept"
-        progress.update(1)
+            alone = m["single_request_ms"]
+            m["note"] = (f"one request alone takes {alone:.0f} ms > SLO {opts.slo_ms:.0f} ms: max rate at the "
+                         f"SLO is 0") if alone > opts.slo_ms else "not swept"
     return out
 
 
 def _baselines(workload: Workload, opts: BenchOptions) -> list:
     from grserve.bench.baselines import HFBeamSearch, VLLMBeamSearch
-    systems = [QueuedBaseline(HFBeamSearch(workload.model_dir), workload.beam_width, workload.top_n)]
+    # Both take up to max_batch waiting prompts per call, as a thin serving wrapper would batch them.
+    systems = [QueuedBaseline(HFBeamSearch(workload.model_dir), workload.beam_width, workload.top_n,
+                              max_batch=opts.max_batch)]
     if opts.vllm_python and not opts.quick:
         systems.append(QueuedBaseline(VLLMBeamSearch(workload.model_dir, python=opts.vllm_python),
-                                      workload.beam_width, workload.top_n, max_batch=16))
+                                      workload.beam_width, workload.top_n, max_batch=opts.max_batch))
     return systems
 
 
 def run_workload(workload: Workload, opts: BenchOptions, systems: dict, baselines: bool, sweep: bool,
-                 grserve_requests: int, progress) -> dict:
+                 grserve_requests: int) -> dict:
     bundle = GRBundle.load(workload.model_dir)
-    valid = {tuple(c) for c in bundle.table.codes.tolist()}
+    codes = bundle.table.codes
+    valid = {tuple(c) for c in codes.tolist()}
+    rows = live_rows(codes, workload.beam_width)
     result = {"name": workload.name, "model_dir": str(workload.model_dir), "beam_width": workload.beam_width,
               "top_n": workload.top_n, "prompt_len": workload.prompt_len,
               "model": {k: getattr(bundle.model.config, k) for k in ("architecture", "hidden_size", "num_hidden_layers",
                                                                      "num_attention_heads", "num_key_value_heads",
                                                                      "intermediate_size", "vocab_size")},
-              "catalog_size": len(bundle.table),
-              "flops_per_request": request_flops(bundle.model.config, workload.prompt_len, workload.beam_width),
+              "catalog_size": len(bundle.table), "live_decode_rows": rows,
+              # MFU counts live rows only: with 64 first-level codes, at most 64 of W=128 rows decode usefully
+              "flops_per_request": request_flops(bundle.model.config, workload.prompt_len, rows),
               "systems": {}}
     # Steps of at most half the SLO: a request then waits at most about one step before its own.
     ours = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches, opts.slo_ms / 2)
             for name, switches in systems.items()]
     theirs = _baselines(workload, opts) if baselines else []
     requests = {s.name: grserve_requests for s in ours} | {s.name: opts.baseline_requests for s in theirs}
-    progress.set_postfix_str(workload.name)
-    result["systems"].update(_take_turns(ours + theirs, workload, opts, requests, sweep, valid, progress))
+    warmup = {s.name: grserve_requests for s in ours}
+    result["systems"] = measure(ours + theirs, workload, opts, requests, warmup, sweep, valid)
     reference = [[tuple(t) for t in a] for a in result["systems"]["grserve"]["answers"]]
     for m in result["systems"].values():
         pairs = list(zip([[tuple(t) for t in a] for a in m["answers"]], reference))
@@ -152,17 +132,12 @@ def run_workload(workload: Workload, opts: BenchOptions, systems: dict, baseline
     return result
 
 
-def run_bench(opts: BenchOptions) -> dict:
-    started = time.perf_counter()
-    run = {"kind": "gr", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": asdict(opts),
-           "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                       "cpus": torch.get_num_threads(), "python": platform.python_version()},
-           "versions": {"torch": torch.__version__},
-           "workloads": []}
+def _plan(opts: BenchOptions) -> list:
+    """(workload, grserve variants, with baselines, with a sweep, grserve's peak requests) per workload."""
     plan = []
     if "a" in opts.workloads:
-        a = movielens_workload()
-        plan.append((a, ABLATIONS if not opts.quick else {"grserve": {}}, True, True, 64))
+        a = movielens_workload(beam_width=opts.beam_width)
+        plan.append((a, ABLATIONS if not opts.quick else {"grserve": {}}, True, True, opts.peak_requests))
     if "b" in opts.workloads and not opts.quick:
         model_dir = synthetic_model_dir()
         for P in (256, 1024, 2048):
@@ -170,14 +145,22 @@ def run_bench(opts: BenchOptions) -> dict:
                 first = (P, W) == (256, 128)
                 plan.append((synthetic_workload(model_dir, P, W, requests=16),
                              ABLATIONS if first else {"grserve": {}}, first, first, 8))
-    baselines = 2 if opts.vllm_python and not opts.quick else 1
-    total = sum(len(s) + (baselines if b else 0) for _, s, b, _, _ in plan)
-    with tqdm(total=total, desc="bench gr") as progress:
-        for workload, systems, baselines, sweep, requests in plan:
-            run["workloads"].append(run_workload(workload, opts, systems, baselines, sweep, requests, progress))
+    return plan
+
+
+def run_bench(opts: BenchOptions) -> dict:
+    started = time.perf_counter()
+    run = {"kind": "gr", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": asdict(opts),
+           "machine": machine_info(), "versions": {"torch": torch.__version__}, "workloads": []}
+    plan = _plan(opts)
+    for workload, systems, baselines, sweep, requests in tqdm(plan, desc="bench gr", unit="workload"):
+        run["workloads"].append(run_workload(workload, opts, systems, baselines, sweep, requests))
     # Measured last: its large matmuls change how this process's allocator serves the engines afterwards
-    # (grserve measured about 30% slower for the rest of a process that had run them first).
-    run["peak_flops"] = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
+    # (grserve measured about 30% slower for the rest of a process that had run them first). bf16 only where
+    # the CPU has it natively: elsewhere one 2048³ bf16 matmul took 106 s.
+    cap = opts.flops_seconds
+    run["peak_flops"] = {"fp32": peak_matmul_flops(torch.float32, max_seconds=cap),
+                         "bf16": peak_matmul_flops(torch.bfloat16, max_seconds=cap) if native_bf16() else None}
     for w in run["workloads"]:
         for s in w["systems"].values():
             s["mfu"] = s["peak"]["throughput"] * w["flops_per_request"] / run["peak_flops"]["fp32"]
@@ -195,8 +178,13 @@ def headline(run: dict) -> dict:
         return None if s is None else (s["peak"]["throughput"] if key == "peak" else s["qps_at_slo"])
 
     g, h, v = (get(n, "peak") for n in ("grserve", "hf", "vllm"))
+    ours = systems["grserve"]
+    at_slo = [p for p in ours["sweep"] if p["offered_rate"] == ours["qps_at_slo"]]
     return {"throughput": {"grserve": g, "hf": h, "vllm": v},
             "qps_at_slo": {n: get(n, "slo") for n in ("grserve", "hf", "vllm")},
+            "goodput_at_slo": at_slo[0]["goodput"] if at_slo else 0.0,
+            "single_request_ms": {n: s["single_request_ms"] for n, s in systems.items()
+                                  if n in ("grserve", "hf", "vllm")},
             "ratio_vs_hf": g / h if g and h else None, "ratio_vs_vllm": g / v if g and v else None}
 
 

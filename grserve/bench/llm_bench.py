@@ -10,7 +10,6 @@ that of a 1-token `generate` of the batch and its TPOT the rest of the time over
 from __future__ import annotations
 
 import asyncio
-import platform
 import random
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grserve.bench.machine import machine_info
 from grserve.bench.workloads import synthetic_model_dir
 from grserve.engine.config import LLMEngineConfig
 from grserve.engine.llm_engine import LLMEngine
@@ -138,7 +138,7 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     ours, other, hf, vllm = result["grserve"], result["grserve_other_overlap"], result["hf"], result.get("vllm")
     on, off = (ours, other) if default else (other, ours)
     return {"kind": "llm", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"platform": platform.platform(), "threads": torch.get_num_threads()},
+            "machine": machine_info(),
             "versions": {"torch": torch.__version__},
             "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
                          "max_tokens": max_tokens, "greedy": True, "repeats": repeats},

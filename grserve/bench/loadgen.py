@@ -58,14 +58,18 @@ async def saturate(send: Send, requests: int, timeout: float | None = None) -> l
     return list(await asyncio.gather(*(_one(send, i, 0.0, t0, timeout) for i in range(requests))))
 
 
-def summarize(samples: list[Sample], offered_rate: float | None = None) -> dict:
+def summarize(samples: list[Sample], offered_rate: float | None = None, slo_ms: float | None = None) -> dict:
+    """Counts, throughput (answers per second between the first send and the last answer), latency
+    percentiles of the answers, and with `slo_ms` the goodput: answers within the SLO per second."""
     ok = [s for s in samples if s.status == "ok"]
     lat = np.array([s.latency for s in ok]) * 1000 if ok else np.array([])
     span = max((s.sent + s.latency for s in ok), default=0.0) - min((s.sent for s in samples), default=0.0)
+    within = None if slo_ms is None else int((lat <= slo_ms).sum())
     return {
         "offered_rate": offered_rate, "requests": len(samples), "ok": len(ok),
         "errors": sum(s.status == "error" for s in samples), "timeouts": sum(s.status == "timeout" for s in samples),
         "throughput": len(ok) / span if span > 0 else 0.0,
+        "within_slo": within, "goodput": None if within is None else (within / span if span > 0 else 0.0),
         **{f"p{q}_ms": float(np.percentile(lat, q)) if len(lat) else None for q in (50, 90, 99)},
         "mean_ms": float(lat.mean()) if len(lat) else None,
         # how far behind schedule sends fell: near zero for a true open loop

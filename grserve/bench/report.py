@@ -17,9 +17,11 @@ def _fmt(x, digits=2) -> str:
 def plot_latency(workload: dict, slo_ms: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, s in workload["systems"].items():
-        points = [(p["offered_rate"], p["p99_ms"]) for p in s["sweep"] if p["p99_ms"] is not None]
+        points = [p for p in s["sweep"] if p["p99_ms"] != float("inf")]
         if points:
-            ax.plot(*zip(*points), marker="o", label=name)
+            rates, p99 = [p["offered_rate"] for p in points], [p["p99_ms"] for p in points]
+            spread = [[m - p["p99_ms_min"] for m, p in zip(p99, points)], [p["p99_ms_max"] - m for m, p in zip(p99, points)]]
+            ax.errorbar(rates, p99, yerr=spread, marker="o", capsize=3, label=f"{name} (median, min–max)")
         elif s.get("single_request_ms"):
             ax.scatter([s["peak"]["throughput"]], [s["peak"]["p99_ms"]], marker="x", label=f"{name} (saturated)")
     ax.axhline(slo_ms, color="red", linestyle="--", label=f"SLO {slo_ms:.0f} ms")
@@ -41,32 +43,58 @@ def plot_ablation(workload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _machine(run: dict) -> str:
+    m, peak = run["machine"], run["peak_flops"]
+    bf16 = f"{peak['bf16'] / 1e9:.0f} GFLOP/s" if peak.get("bf16") else "not measured (no native bf16)"
+    return (f"Machine: {m['cpu']} ({', '.join(m['isa']) or 'no ISA flags read'}), {m['cores']} cores, "
+            f"{m['threads']} threads; torch {m['torch']}; peak matmul fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, "
+            f"bf16 {bf16}.")
+
+
+def _sweep_lines(name: str, s: dict) -> list[str]:
+    lines = [f"### {name}: max QPS at the SLO {_fmt(s['qps_at_slo'])} req/s", "",
+             "| offered (req/s) | median P99 (ms) | P99 min–max | median P50 | goodput (req/s) | answered | passed |",
+             "|---|---|---|---|---|---|---|"]
+    for p in s["sweep"]:
+        lines.append(f"| {p['offered_rate']:.2f} | {_fmt(p['p99_ms'], 0)} | {_fmt(p['p99_ms_min'], 0)}–"
+                     f"{_fmt(p['p99_ms_max'], 0)} | {_fmt(p['p50_ms'], 0)} | {_fmt(p['goodput'])} | "
+                     f"{'all' if p['all_answered'] else 'not all'} | {'yes' if p['passed'] else 'no'} |")
+    return lines + [""]
+
+
 def markdown(run: dict) -> str:
-    slo = run["options"]["slo_ms"]
-    lines = [f"# grserve bench gr — {run['started']}", "",
-             f"Machine: {run['machine']['platform']}, {run['machine']['cpus']} threads; torch {run['versions']['torch']}; "
-             f"peak matmul fp32 {run['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, bf16 {run['peak_flops']['bf16'] / 1e9:.0f} "
-             f"GFLOP/s. SLO: P99 ≤ {slo:.0f} ms. Run took {run['seconds']:.0f} s.", ""]
+    slo, opts = run["options"]["slo_ms"], run["options"]
+    lines = [f"# grserve bench gr — {run['started']}", "", _machine(run), "",
+             f"SLO: P99 ≤ {slo:.0f} ms. Max QPS at the SLO: the highest swept rate at which it and every lower "
+             f"rate answered every request with a median P99 (over {opts['repeats']} runs) within the SLO. "
+             f"Run took {run['seconds']:.0f} s.", ""]
     h = run["headline"]
     lines += ["## Headline (first workload)", "",
               "| | grserve | hf | vllm |", "|---|---|---|---|",
               "| peak throughput (req/s) | " + " | ".join(_fmt(h["throughput"][k]) for k in ("grserve", "hf", "vllm")) + " |",
               "| max QPS at P99 ≤ SLO | " + " | ".join(_fmt(h["qps_at_slo"][k]) for k in ("grserve", "hf", "vllm")) + " |",
               "", f"grserve / hf: **{_fmt(h['ratio_vs_hf'], 1)}x**; grserve / vllm: **{_fmt(h['ratio_vs_vllm'], 1)}x** "
-              "(peak throughput, measured in this run).", ""]
+              f"(peak throughput, measured in this run). grserve's goodput at its max QPS at the SLO: "
+              f"{_fmt(h.get('goodput_at_slo'))} answers within the SLO per second.", ""]
     for w in run["workloads"]:
         lines += [f"## {w['name']}", "",
                   f"catalog {w['catalog_size']:,} items; model {w['model']['num_hidden_layers']} layers × hidden "
-                  f"{w['model']['hidden_size']}; prompt {w['prompt_len']} tokens; beam {w['beam_width']}; top {w['top_n']}; "
-                  f"{w['flops_per_request'] / 1e9:.2f} GFLOP per request.", "",
-                  "| system | peak req/s | one request (ms) | P99 at peak (ms) | max QPS at SLO | agreement | invalid | MFU |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"{w['model']['hidden_size']}; prompt {w['prompt_len']} tokens; beam {w['beam_width']} (live decode "
+                  f"rows {w.get('live_decode_rows')}); top {w['top_n']}; {w['flops_per_request'] / 1e9:.2f} GFLOP per "
+                  "request over live rows.", "",
+                  "| system | peak req/s (median) | peaks | peak requests | one request (ms) | max QPS at SLO | agreement "
+                  "(prompts) | invalid | MFU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, s in w["systems"].items():
-            lines.append(f"| {name} | {_fmt(s['peak']['throughput'])} | {_fmt(s['single_request_ms'], 0)} | "
-                         f"{_fmt(s['peak']['p99_ms'], 0)} | {_fmt(s['qps_at_slo'])} | {_fmt(s.get('agreement'))} | "
-                         f"{_fmt(s['invalid_share'])} | {_fmt(100 * s['mfu'], 1)}% |")
+            peaks = ", ".join(f"{p['throughput']:.2f}" for p in s["peaks"])
+            lines.append(f"| {name} | {_fmt(s['peak']['throughput'])} | {peaks} | {s['peak_requests']} | "
+                         f"{_fmt(s['single_request_ms'], 0)} | {_fmt(s['qps_at_slo'])} | {_fmt(s.get('agreement'))} "
+                         f"({s['agreement_requests']}) | {_fmt(s['invalid_share'])} | {_fmt(100 * s['mfu'], 1)}% |")
         notes = [f"- {n}: {s['note']}" for n, s in w["systems"].items() if s.get("note") and s["note"] != "not swept"]
         lines += [""] + notes + ([""] if notes else [])
+        for name, s in w["systems"].items():
+            if s["sweep"]:
+                lines += _sweep_lines(name, s)
     return "\n".join(lines) + "\n"
 
 

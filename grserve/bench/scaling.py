@@ -4,13 +4,15 @@ machine's cores are split between the instances (`--threads`)."""
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 import subprocess
 import sys
 import time
 
 import httpx
 
-from grserve.bench.gr_bench import BenchOptions, _measure
+from grserve.bench.gr_bench import BenchOptions, measure
+from grserve.bench.machine import machine_info
 from grserve.bench.systems import HttpSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
@@ -32,7 +34,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
 
 def run_scaling(counts: tuple[int, ...] = (1, 2, 3), opts: BenchOptions | None = None) -> dict:
     opts = opts or BenchOptions()
-    workload = movielens_workload()
+    workload = movielens_workload(beam_width=opts.beam_width)
     valid = {tuple(c) for c in GRBundle.load(workload.model_dir).table.codes.tolist()}
     runs = []
     with EtcdServer() as etcd:
@@ -52,12 +54,13 @@ def run_scaling(counts: tuple[int, ...] = (1, 2, 3), opts: BenchOptions | None =
                 system = HttpSystem(f"router over {n}", url, workload.beam_width, workload.top_n, workload.histories)
                 system.start()
                 system.bind(workload.prompts)
-                runs.append({"instances": n, **_measure(system, workload, opts, 64, True, None, valid)})
-                system.close()
+                measured = measure([system], workload, opts, {system.name: opts.peak_requests},
+                                   {system.name: opts.peak_requests}, True, valid)
+                runs.append({"instances": n, **measured[system.name]})
             finally:
                 for proc in procs:
                     proc.terminate()
                 for proc in procs:
                     proc.wait(30)
-    return {"kind": "scaling", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "workload": workload.name,
-            "slo_ms": opts.slo_ms, "runs": runs}
+    return {"kind": "scaling", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
+            "workload": workload.name, "slo_ms": opts.slo_ms, "options": asdict(opts), "runs": runs}

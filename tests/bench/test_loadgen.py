@@ -56,3 +56,6 @@ def test_summary_by_hand():
     assert (s["requests"], s["ok"], s["errors"], s["timeouts"]) == (4, 2, 1, 1)
     assert math.isclose(s["throughput"], 2 / 0.8)  # 2 answers between the first send and the last answer
     assert math.isclose(s["p50_ms"], 200.0) and math.isclose(s["max_send_lag_ms"], 50.0)
+    assert s["goodput"] is None
+    within = summarize(samples, offered_rate=3.0, slo_ms=200.0)
+    assert within["within_slo"] == 1 and math.isclose(within["goodput"], 1 / 0.8)  # only the 100 ms answer

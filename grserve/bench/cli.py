@@ -1,0 +1,147 @@
+"""`grserve bench …`: the benchmark subcommands' flags and what each runs. Every run writes its JSON under
+`--out` (benchmarks/results by default)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def cmd_attention(args) -> None:
+    from grserve.bench.attention import run_attention_bench
+    from grserve.bench.engine_vs_reference import run_engine_bench
+    from grserve.bundle import GRBundle
+    result = {"attention": run_attention_bench(prompt_len=args.prompt_len, beam_width=args.beam_width),
+              "engine_vs_reference": run_engine_bench(GRBundle.load(args.model, device=args.device),
+                                                      beam_width=args.engine_beam_width, requests=args.requests)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+def cmd_gr(args) -> None:
+    from grserve.bench.gr_bench import BenchOptions, run_bench, save
+    from grserve.bench.report import write_report
+    # --quick: workload (a), grserve and HF only, shorter swept runs (a few minutes)
+    quick = {"duration_s": 2.0, "min_requests": 12, "agreement_requests": 16} if args.quick else {}
+    given = {name: getattr(args, name) for name in ("repeats", "duration_s", "min_requests", "peak_requests",
+                                                     "baseline_requests", "agreement_requests", "fractions",
+                                                     "flops_seconds") if getattr(args, name) is not None}
+    opts = BenchOptions(slo_ms=args.slo_ms, quick=args.quick, vllm_python=args.vllm_python, out_dir=args.out,
+                        workloads=args.workloads, beam_width=args.beam_width, **(quick | given))
+    run = run_bench(opts)
+    path = save(run, opts.out_dir, "-quick" if args.quick else "")
+    files = write_report(path)
+    if args.quick:
+        print(json.dumps(run["headline"]))
+    else:
+        print(json.dumps({"json": str(path), "files": [str(f) for f in files], **run["headline"]}, indent=2))
+
+
+def cmd_llm(args) -> None:
+    from grserve.bench.gr_bench import save
+    from grserve.bench.llm_bench import run_llm_bench
+    run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens,
+                        layers=args.layers, hidden=args.hidden, vllm_python=args.vllm_python, repeats=args.repeats)
+    path = save(run, args.out)
+    print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
+                      "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
+                      "vllm_tokens_per_s": run["vllm"]["output_tokens_per_s"] if run["vllm"] else None,
+                      "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "ratio_vs_vllm": run["ratio_tokens_per_s_vs_vllm"],
+                      "greedy_agreement": run["greedy_agreement"], "greedy_agreement_vllm": run["greedy_agreement_vllm"],
+                      "ratio_overlap_on_vs_off": run["ratio_tokens_per_s_overlap_on_vs_off"],
+                      "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
+
+
+def cmd_scaling(args) -> None:
+    from grserve.bench.gr_bench import BenchOptions, save
+    from grserve.bench.scaling import run_scaling
+    given = {name: getattr(args, name) for name in ("repeats", "duration_s", "peak_requests")
+             if getattr(args, name) is not None}
+    opts = BenchOptions(slo_ms=args.slo_ms, beam_width=args.beam_width, **given)
+    run = run_scaling(tuple(int(n) for n in args.instances.split(",")), opts)
+    path = save(run, args.out)
+    print(json.dumps({"json": str(path), "runs": [{"instances": r["instances"], "peak": r["peak"]["throughput"],
+                                                    "qps_at_slo": r["qps_at_slo"]} for r in run["runs"]]}, indent=2))
+
+
+def cmd_colocation(args) -> None:
+    from grserve.bench.colocation import run_colocation
+    from grserve.bench.gr_bench import save
+    run = run_colocation(online_rate=args.online_rate, duration_s=args.duration, backlog=args.backlog)
+    path = save(run, args.out)
+    print(json.dumps({"json": str(path), "online_p99_alone_ms": run["online_alone"]["p99_ms"],
+                      "online_p99_with_offline_ms": run["online_with_offline"]["p99_ms"],
+                      "p99_ratio": run["p99_ratio"], "offline_per_s": run["offline_per_s"]}, indent=2))
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    values = tuple(float(x) for x in text.split(","))
+    if not values or not all(0 < v <= 2 for v in values):
+        raise ValueError(f"--rates: fractions of the peak in (0, 2], got {text!r}")
+    return tuple(sorted(values))
+
+
+def add_bench_parser(sub, with_model) -> None:
+    """The `bench` subcommand and its own subcommands, under the main parser's `sub`."""
+    bench = sub.add_parser("bench", help="benchmarks (results under benchmarks/results)").add_subparsers(
+        dest="bench", required=True)
+    p = with_model(bench.add_parser("attention", help="staged vs expanded attention; engine vs reference"))
+    p.add_argument("--prompt-len", type=int, default=1024, help="prompt tokens of the attention microbenchmark")
+    p.add_argument("--beam-width", type=int, default=256, help="beam rows of the attention microbenchmark")
+    p.add_argument("--engine-beam-width", type=int, default=128, help="beam width of engine vs reference")
+    p.add_argument("--requests", type=int, default=4, help="requests of engine vs reference")
+    p.add_argument("--out", help="also write the JSON here")
+    p.set_defaults(func=cmd_attention)
+
+    p = bench.add_parser("gr", help="grserve vs HF transformers vs vLLM: throughput, P99 at an SLO, ablations, MFU")
+    p.add_argument("--quick", action="store_true",
+                   help="workload (a), grserve and HF only, 2 s swept runs: a few minutes; prints one JSON line")
+    p.add_argument("--slo-ms", type=float, default=200.0, help="the P99 latency SLO in milliseconds")
+    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
+    p.add_argument("--workloads", default="ab", help="a: MovieLens-100K; b: synthetic 1M items (default: ab)")
+    p.add_argument("--beam-width", type=int, default=128, help="beam width of workload (a)")
+    p.add_argument("--repeats", type=int, help="peaks per system and runs per swept rate, taking turns (default 3)")
+    p.add_argument("--duration", dest="duration_s", type=float,
+                   help="seconds of arrivals per swept run (default 6, --quick 2)")
+    p.add_argument("--min-requests", type=int, help="requests per swept run at least (low rates run longer; "
+                   "default 30, --quick 12)")
+    p.add_argument("--rates", dest="fractions", type=_fractions,
+                   help="comma-separated offered rates to sweep, as fractions of each system's peak "
+                        "(default 0.1,0.2,0.3,0.5,0.7,0.8,0.9,1)")
+    p.add_argument("--flops-seconds", type=float, help="time cap of each peak FLOP/s measurement (default 10)")
+    p.add_argument("--peak-requests", type=int, help="requests of grserve's peak and warm-up (default 64)")
+    p.add_argument("--baseline-requests", type=int, help="requests of HF's and vLLM's peak (default 32)")
+    p.add_argument("--agreement-requests", type=int,
+                   help="prompts every system answers for the agreement (default 32, --quick 16)")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_gr)
+
+    p = bench.add_parser("llm", help="LLM engine vs transformers: output tokens/s, TTFT, TPOT")
+    p.add_argument("--requests", type=int, default=16, help="prompts per batch")
+    p.add_argument("--prompt-len", type=int, default=256, help="tokens per prompt")
+    p.add_argument("--max-tokens", type=int, default=64, help="greedy output tokens per prompt")
+    p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama")
+    p.add_argument("--hidden", type=int, default=512, help="hidden size of the synthetic Llama")
+    p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
+    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_llm)
+
+    p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
+    p.add_argument("--instances", default="1,2,3", help="comma-separated instance counts")
+    p.add_argument("--slo-ms", type=float, default=200.0, help="the P99 latency SLO in milliseconds")
+    p.add_argument("--beam-width", type=int, default=128, help="beam width of the MovieLens workload")
+    p.add_argument("--repeats", type=int, help="peaks and runs per swept rate (default 3)")
+    p.add_argument("--duration", dest="duration_s", type=float, help="seconds of arrivals per swept run (default 6)")
+    p.add_argument("--peak-requests", type=int, help="requests of each peak and warm-up (default 64)")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_scaling)
+
+    p = bench.add_parser("colocation", help="online P99 alone and beside a saturating offline load")
+    p.add_argument("--online-rate", type=float, default=20.0, help="online requests per second")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds of online arrivals per phase")
+    p.add_argument("--backlog", type=int, default=64, help="offline requests kept queued beside the online ones")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_colocation)
