@@ -10,7 +10,10 @@ postprocesses step i while the compute thread runs step i+1's forward; step i+1 
 step i's sampled ones on the device, and samples only once step i is postprocessed (its penalties and
 finished sequences depend on it). A sequence that step i finishes wastes its row in step i+1, as in vLLM's
 async scheduling. Speculation needs each step's accepted count before the next is scheduled, so it runs
-without overlap."""
+without overlap.
+
+A failed step fails its requests only; a thread that dies (an error outside that handling) fails the engine:
+`failure` says why, every request fails with EngineFailed, new ones are refused (see engine/failure.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +29,10 @@ from typing import Callable
 import torch
 
 from grserve.engine.config import LLMEngineConfig
+from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.llm_beam import beam_search
+from grserve.engine.llm_output import CompletionDelta, LLMRequest, next_delta
+from grserve.engine.llm_prefix_transfer import PrefixTransfer
 from grserve.engine.llm_runner import LLMModelRunner, PreparedStep
 from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
 from grserve.engine.sequence import ONLINE, Sequence
@@ -39,29 +45,6 @@ from grserve.sampling.params import SamplingParams
 from grserve.sampling.sampler import Sampler, make_generator
 
 _request_ids = itertools.count()
-
-
-@dataclass
-class CompletionDelta:
-    """What one sequence produced since the last delta: new text and tokens; finish_reason when done."""
-
-    index: int
-    text: str
-    token_ids: list[int]
-    logprobs: list = field(default_factory=list)  # per token: (token, logprob, [(token, logprob), ...])
-    finish_reason: str | None = None
-
-
-@dataclass
-class _Request:
-    request_id: str
-    seqs: list[Sequence]
-    emit: Callable[[object], None]  # called on the step thread with each CompletionDelta (or an exception)
-    detokenizers: list[IncrementalDetokenizer]
-    texts: list[str]  # per sequence: the text so far
-    generators: list[torch.Generator | None]
-    sent: list[int] = field(default_factory=list)  # per sequence: how much of `texts` was emitted
-    outputs: queue.Queue | None = None  # where `emit` puts them when the caller reads synchronously
 
 
 @dataclass
@@ -105,23 +88,58 @@ class LLMEngine:
         self.runner: LLMModelRunner | None = None
         self._runner_ready = threading.Event()
         self.sampler = Sampler()
-        self.requests: dict[int, _Request] = {}  # by seq_id
-        self.beam_requests: list[_Request] = []  # use_beam_search: each runs whole in one step
-        self.imports: list[tuple[KVBlocks, Future]] = []  # KV from prefill instances, adopted between steps
-        self.num_imported_blocks = 0
+        self.requests: dict[int, LLMRequest] = {}  # by seq_id
+        self.beam_requests: list[LLMRequest] = []  # use_beam_search: each runs whole in one step
         self.lock = threading.Lock()
+        self.transfer = PrefixTransfer(self.blocks, self.lock)  # KV from prefill instances, adopted between steps
         self.wake = threading.Event()
         self.stopped = threading.Event()
+        self.failure: str | None = None  # why the engine stopped serving, once a thread died
+        self.open_beams: dict[int, LLMRequest] = {}  # beam searches not yet answered (by id)
         # counters the tests and metrics read
         self.num_computed_tokens = self.num_draft_tokens = self.num_accepted_tokens = 0
         self._compute_queue: queue.Queue = queue.Queue(maxsize=2)  # with overlap: steps and beam requests
-        self.threads = [threading.Thread(target=self._loop, name="llm-step", daemon=True)]
-        if c.overlap:
-            self.threads = [threading.Thread(target=self._compute_loop, name="llm-compute", daemon=True),
-                            threading.Thread(target=self._host_loop, name="llm-host", daemon=True)]
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        loops = [(self._compute_loop, "llm-compute"), (self._host_loop, "llm-host")] if self.config.overlap \
+            else [(self._loop, "llm-step")]
+        self.threads = [threading.Thread(target=guarded(loop, self._die), name=name, daemon=True)
+                        for loop, name in loops]
         for t in self.threads:
             t.start()
         self._runner_ready.wait()
+        if self.failure is not None:  # the runner could not be built
+            self.shutdown()
+            raise EngineFailed(self.failure)
+
+    def _refuse_if_stopped(self) -> None:
+        """Raises for a dead (EngineFailed) or shut-down engine; called with the lock held."""
+        if self.failure is not None:
+            raise EngineFailed(self.failure)
+        if self.stopped.is_set():
+            raise RuntimeError("engine is shut down")
+
+    def _die(self, reason: str) -> None:
+        """A thread died (logged by `guarded`): fail every request and import, refuse new ones, and stop the
+        other thread, which would otherwise wait for the dead one."""
+        with self.lock:
+            if self.failure is not None:
+                return
+            self.failure = reason
+            requests = {id(r): r for r in self.requests.values()} | self.open_beams
+            imports = list(self.transfer.open)
+            self.requests, self.beam_requests, self.open_beams, self.transfer.pending = {}, [], {}, []
+        self.stopped.set()
+        self.wake.set()
+        self._runner_ready.set()
+        for req in requests.values():
+            try:
+                req.emit(EngineFailed(reason))
+            except Exception:  # its consumer is gone (a closed event loop): nobody waits on it
+                pass
+        for future in imports:
+            settle(future, error=EngineFailed(reason))
 
     def check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raises ValueError ("field: reason") when the request cannot run on this model and cache."""
@@ -137,19 +155,21 @@ class LLMEngine:
             raise ValueError(f"prompt: needs {blocks_needed} KV blocks, the cache holds {self.blocks.num_blocks}")
 
     def add_request(self, prompt_token_ids: list[int], params: SamplingParams, priority: int = ONLINE,
-                    request_id: str | None = None, emit: Callable[[object], None] | None = None) -> _Request:
+                    request_id: str | None = None, emit: Callable[[object], None] | None = None) -> LLMRequest:
         """Queues a request; its outputs go to `emit`, or to `request.outputs` (a queue) when none is given."""
         self.check(prompt_token_ids, params)
         # Beam search keeps one Sequence per returned hypothesis only as the request's bookkeeping.
         seqs = [Sequence(list(prompt_token_ids), params, priority) for _ in range(params.n)]
         gens = [make_generator(None if params.seed is None else params.seed + i) for i in range(params.n)]
         outputs = queue.Queue() if emit is None else None
-        req = _Request(request_id or f"req-{next(_request_ids)}", seqs, emit or outputs.put,
-                       [IncrementalDetokenizer(self.tokenizer) for _ in seqs], ["" for _ in seqs], gens,
-                       sent=[0 for _ in seqs], outputs=outputs)
-        with self.lock:
+        req = LLMRequest(request_id or f"req-{next(_request_ids)}", seqs, emit or outputs.put,
+                         [IncrementalDetokenizer(self.tokenizer) for _ in seqs], ["" for _ in seqs], gens,
+                         sent=[0 for _ in seqs], outputs=outputs)
+        with self.lock:  # checked under the lock: `_die` fails exactly the requests added before it
+            self._refuse_if_stopped()
             if params.use_beam_search:
                 self.beam_requests.append(req)
+                self.open_beams[id(req)] = req
             else:
                 for s in seqs:
                     self.requests[s.seq_id] = req
@@ -159,36 +179,26 @@ class LLMEngine:
 
     def export_prefix(self, token_ids: list[int]) -> KVBlocks:
         """The KV of the leading full blocks of `token_ids` that the prefix cache holds (a prefill instance's
-        answer: run the prompt first). Read under the lock: a cached block is never written again until a
-        schedule, which takes the lock, hands it out afresh."""
-        with self.lock:
-            blocks = self.blocks.cached_prefix(token_ids)
-            length = len(blocks) * self.blocks.block_size
-            slots = torch.tensor(self.blocks.slot_mapping(blocks, 0, length), dtype=torch.long,
-                                 device=self.runner.kv.kv.device)
-            kv = self.runner.kv.kv[:, :, slots].cpu()
-        return KVBlocks(self.blocks.block_size, list(token_ids[:length]), kv)
+        answer: run the prompt first)."""
+        return self.transfer.export(self.runner.kv.kv, token_ids)
 
     def import_prefix(self, blocks: KVBlocks) -> Future:
         """Adopts KV blocks from a prefill instance into the prefix cache, so that a prompt starting with
         them computes only its remainder. The future gives the number of blocks written (those not held
         already). Raises ValueError ("field: reason") for blocks of another shape."""
-        mc, kv = self.model.config, self.runner.kv.kv
-        expected = [mc.num_hidden_layers, 2, len(blocks.token_ids), mc.num_key_value_heads, mc.head_dim]
-        if blocks.block_size != self.blocks.block_size:
-            raise ValueError(f"block_size: {blocks.block_size} differs from this cache's {self.blocks.block_size}")
-        if list(blocks.kv.shape) != expected or blocks.kv.dtype != kv.dtype:
-            raise ValueError(f"kv: {list(blocks.kv.shape)} {blocks.kv.dtype} does not fit this model's "
-                             f"{expected} {kv.dtype}")
-        if not self.blocks.prefix_caching:
-            raise ValueError("prefix_caching: adopting blocks needs the prefix cache on")
-        future: Future = Future()
+        mc = self.model.config
+        self.transfer.check(blocks, self.runner.kv.kv, mc.num_hidden_layers, mc.num_key_value_heads, mc.head_dim)
         with self.lock:
-            self.imports.append((blocks, future))
+            self._refuse_if_stopped()
+            future = self.transfer.add(blocks)
         self.wake.set()
         return future
 
-    def abort(self, req: _Request) -> None:
+    @property
+    def num_imported_blocks(self) -> int:
+        return self.transfer.num_imported_blocks
+
+    def abort(self, req: LLMRequest) -> None:
         with self.lock:
             for s in req.seqs:
                 if s.finish_reason is None:
@@ -236,13 +246,18 @@ class LLMEngine:
         for t in self.threads:
             t.join(timeout=10)
 
-    def _run_beam_search(self, req: _Request) -> None:
+    def _run_beam_search(self, req: LLMRequest) -> None:
         p = req.seqs[0].params
         try:
             hypotheses = beam_search(self.model, req.seqs[0].prompt_token_ids, p.best_of or p.n, p.n, p.max_tokens,
                                      self.eos_token_id, p.ignore_eos, p.length_penalty)
         except Exception as e:
-            req.emit(e)
+            hypotheses = e
+        with self.lock:
+            if self.open_beams.pop(id(req), None) is None:
+                return  # the engine died meanwhile and failed it
+        if isinstance(hypotheses, Exception):
+            req.emit(hypotheses)
             return
         for index in range(len(req.seqs)):
             tokens, _, reason = hypotheses[index] if index < len(hypotheses) else ([], 0.0, "stop")
@@ -255,36 +270,9 @@ class LLMEngine:
         self.runner = LLMModelRunner(self.model, self.blocks, self.config.device)
         self._runner_ready.set()
 
-    def _next_beam_request(self) -> _Request | None:
+    def _next_beam_request(self) -> LLMRequest | None:
         with self.lock:
             return self.beam_requests.pop(0) if self.beam_requests else None
-
-    def _adopt_imports(self) -> list:
-        """Registers the blocks of every pending import (on the thread that schedules, so that no step is
-        scheduled between); returns for each the work that writes its KV, to run on the compute thread ahead
-        of any step that may read it."""
-        with self.lock:
-            imports, self.imports = self.imports, []
-            adopted = [(blocks, future, *self.blocks.adopt(blocks.token_ids)) for blocks, future in imports]
-
-        def write(blocks: KVBlocks, future: Future, table: list[int], fresh: list[int]) -> None:
-            kv, length = self.runner.kv.kv, len(fresh) * self.blocks.block_size
-            # Block i of the payload holds its tokens i*bs.. : the payload's rows map like a block table of `fresh`.
-            rows = torch.tensor(self.blocks.slot_mapping(fresh, 0, length), dtype=torch.long)
-            slots = torch.tensor(self.blocks.slot_mapping([table[i] for i in fresh], 0, length), dtype=torch.long)
-            try:
-                kv[:, :, slots.to(kv.device)] = blocks.kv[:, :, rows].to(kv.device)
-            except Exception as e:  # unregister what was not written: nothing may hit a block of garbage
-                with self.lock:
-                    self.blocks.forget([table[i] for i in fresh])
-                    self.blocks.free(table)
-                future.set_exception(e)
-                return
-            with self.lock:
-                self.blocks.free(table)  # cached under their hashes from now on
-                self.num_imported_blocks += len(fresh)
-            future.set_result(len(fresh))
-        return [functools.partial(write, *a) for a in adopted]
 
     def _schedule(self, previous: _InFlight | None) -> _InFlight | None:
         """Schedules and prepares the next step (on the host); `previous` is the step still computing."""
@@ -303,7 +291,7 @@ class LLMEngine:
         """Without overlap: one thread, each step whole before the next is scheduled."""
         self._build_runner()
         while not self.stopped.is_set():
-            for write in self._adopt_imports():
+            for write in self.transfer.adopt(self.runner.kv.kv):
                 write()
             beam = self._next_beam_request()
             if beam is not None:
@@ -320,7 +308,7 @@ class LLMEngine:
         self._runner_ready.wait()
         in_flight: _InFlight | None = None
         while not self.stopped.is_set():
-            for write in self._adopt_imports():
+            for write in self.transfer.adopt(self.runner.kv.kv):
                 self._put(write)
             beam = self._next_beam_request()
             if beam is not None:
@@ -354,7 +342,7 @@ class LLMEngine:
                 item = self._compute_queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            if isinstance(item, _Request):
+            if isinstance(item, LLMRequest):
                 self._run_beam_search(item)
             elif isinstance(item, functools.partial):
                 item()
@@ -443,35 +431,9 @@ class LLMEngine:
                         seq.draft = seq.draft[:max(0, room)]
         work.postprocessed.set()
 
-    def _append(self, seq: Sequence, req: _Request, token: int, logprob: float, top: list) -> None:
-        p, index = seq.params, req.seqs.index(seq)
-        seq.token_ids.append(token)
-        reason = None
-        if not p.ignore_eos and token == self.eos_token_id and len(seq.output_token_ids) > p.min_tokens:
-            reason = "stop"
-        elif token in p.stop_token_ids and len(seq.output_token_ids) > p.min_tokens:
-            reason = "stop"
-        elif len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
-            reason = "length"
-        stop_token = reason == "stop"
-        visible = seq.output_token_ids[:-1] if stop_token else seq.output_token_ids
-        req.texts[index] += req.detokenizers[index].delta(visible)
-        full, sent = req.texts[index], req.sent[index]
-        if p.stop:
-            longest = max(len(x) for x in p.stop)
-            hits = [h for h in (full.find(x, max(0, sent - longest)) for x in p.stop) if h >= 0]
-            if hits:
-                full = req.texts[index] = full[:min(hits)]
-                stop_token = stop_token and reason == "stop"  # a stop token that also ends a stop string
-                reason = "stop"
-        # Text that may still grow into a stop string is held back until it cannot (or the sequence ends).
-        held = max((len(x) for x in p.stop), default=1) - 1 if reason is None else 0
-        end = max(sent, len(full) - held)
-        text, req.sent[index] = full[sent:end], end
-        emitted = [] if stop_token else [token]  # a stop token ends the output without being part of it
-        lps = [(token, logprob, top)] if p.logprobs is not None and emitted else []
-        if reason:
-            self.scheduler.finish(seq, reason)
+    def _append(self, seq: Sequence, req: LLMRequest, token: int, logprob: float, top: list) -> None:
+        delta = next_delta(seq, req, token, logprob, top, self.eos_token_id, self.max_model_len)
+        if delta.finish_reason:
+            self.scheduler.finish(seq, delta.finish_reason)
             self.requests.pop(seq.seq_id, None)
-        req.emit(CompletionDelta(index, text, emitted, lps, reason))
-
+        req.emit(delta)

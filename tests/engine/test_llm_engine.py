@@ -1,8 +1,9 @@
 """The LLM engine against transformers `generate` (greedy, token for token) on tiny random models, with
 chunked prefill and prefix caching on and off; prefix-cache counters; preemption under a small cache;
-stop conditions, n > 1 and seeds."""
+stop conditions, n > 1 and seeds; a thread that dies fails the engine loudly."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from grserve.engine.config import LLMEngineConfig
+from grserve.engine.failure import EngineFailed
 from grserve.engine.llm_engine import LLMEngine
 from grserve.sampling.params import SamplingParams
 
@@ -251,3 +253,100 @@ def test_kv_from_a_prefill_engine_leaves_only_the_remainder(llm_dir, overlap):
     finally:
         prefill.shutdown()
         decode.shutdown()
+
+
+class Boom(BaseException):
+    """Not an Exception: it passes the engine's per-step handlers, as a bug outside them would."""
+
+
+def test_dead_step_thread_fails_every_request_and_import_and_refuses_new_ones(llm_dir, caplog):
+    from grserve.kv.transfer import KVBlocks
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, overlap=False))
+    entered, release = threading.Event(), threading.Event()
+
+    def execute(step, sampled):
+        entered.set()
+        release.wait(30)
+        raise Boom("kaput")
+
+    engine.runner.execute = execute
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    try:
+        running = engine.add_request([5, 6, 7], params)
+        assert entered.wait(30)
+        waiting = engine.add_request([8, 9], params)  # queued behind the step that is computing
+        mc = engine.model.config
+        empty = KVBlocks(4, [], torch.zeros(mc.num_hidden_layers, 2, 0, mc.num_key_value_heads, mc.head_dim))
+        imported = engine.import_prefix(empty)  # adopted between steps: none comes
+        release.set()
+        for req in (running, waiting):
+            error = req.outputs.get(timeout=30)
+            assert isinstance(error, EngineFailed) and "llm-step died: Boom: kaput" in str(error)
+        with pytest.raises(EngineFailed, match="Boom: kaput"):
+            imported.result(timeout=30)
+        assert engine.failure == "engine thread llm-step died: Boom: kaput"
+        with pytest.raises(EngineFailed, match="Boom: kaput"):
+            engine.add_request([5], params)
+        (record,) = [r for r in caplog.records if r.levelname == "ERROR" and "Boom" in r.getMessage()]
+        assert record.exc_info and record.exc_info[0] is Boom  # logged with its traceback
+    finally:
+        engine.shutdown()
+
+
+def test_dead_compute_thread_with_overlap_stops_the_host_thread_too(llm_dir):
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, overlap=True))
+
+    def execute(step, sampled):
+        raise Boom("compute bug")
+
+    engine.runner.execute = execute
+    try:
+        with pytest.raises(EngineFailed, match="llm-compute died: Boom: compute bug"):
+            engine.generate_sync([5, 6, 7], SamplingParams(temperature=0, max_tokens=4))
+        for t in engine.threads:
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        engine.shutdown()
+
+
+def test_runner_that_cannot_be_built_fails_the_constructor_not_hangs_it(llm_dir, monkeypatch):
+    import grserve.engine.llm_engine as llm_engine
+
+    def runner(*args):
+        raise Boom("no memory for the cache")
+
+    monkeypatch.setattr(llm_engine, "LLMModelRunner", runner)
+    outcome = []
+
+    def build():
+        try:
+            LLMEngine(llm_dir)
+        except EngineFailed as e:
+            outcome.append(e)
+
+    builder = threading.Thread(target=build, daemon=True)
+    builder.start()
+    builder.join(60)
+    assert not builder.is_alive() and "llm-step died: Boom: no memory for the cache" in str(outcome[0])
+
+
+def test_failed_step_fails_only_its_requests(llm_dir):
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4))
+    real, calls = engine.runner.execute, []
+
+    def execute(step, sampled):
+        calls.append(step)
+        if len(calls) == 1:
+            raise RuntimeError("bad step")
+        return real(step, sampled)
+
+    engine.runner.execute = execute
+    params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+    try:
+        with pytest.raises(RuntimeError, match="bad step"):
+            engine.generate_sync([5, 6, 7], params)
+        ((tokens, _, reason),) = engine.generate_sync([5, 6, 7], params)
+        assert len(tokens) == 3 and reason == "length" and engine.failure is None
+    finally:
+        engine.shutdown()
