@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from grserve.data.sequence_file import load_sequence_file
 from grserve.data.split import leave_one_out
-
-BEAUTY = Path(__file__).resolve().parents[3] / "shared" / "data" / "beauty"
+from tests.conftest import shared_data
 
 
 def test_hand_written_file(tmp_path):
@@ -31,7 +29,7 @@ def test_duplicate_user_is_an_error(tmp_path):
 
 
 def test_amazon_beauty_counts_and_split():
-    ds = load_sequence_file(BEAUTY / "Beauty.txt")
+    ds = load_sequence_file(shared_data("data/beauty/Beauty.txt"))
     # The counts TIGER's Table 1 and SOURCE.md give for this split.
     assert ds.describe() == {"name": "Beauty", "users": 22363, "items": 12101, "interactions": 198502}
     assert [ds.item_ids[r] for r in ds.sequences["1"]] == ["1", "2", "3", "4", "5"]
