@@ -2,7 +2,8 @@
 
 The event loop only validates, submits and awaits: compute runs on the engine's threads. Every API
 answer that is not a 200 is a JSON error body naming the field or the reason; overload is a 429 with
-Retry-After, a missed deadline a 504, a draining or loading server a 503."""
+Retry-After, a missed deadline a 504, a draining or loading server a 503, and so is one whose model failed
+to load or whose engine died (a thread's death fails the engine: /health says why)."""
 from __future__ import annotations
 
 import asyncio
@@ -15,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from grserve.bundle import GRBundle
+from grserve.engine.failure import EngineFailed
 from grserve.engine.request import DeadlineExceeded, EngineOverloaded, InvalidRequest
 from grserve.recommender import Recommender
 from grserve.server.config import ServerConfig
@@ -67,10 +69,18 @@ class ServerState:
             self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
         return self._client
 
+    @property
+    def failure(self) -> str | None:
+        """Why this instance cannot serve: a model that failed to load, or an engine whose thread died."""
+        engines = [self.recommender.engine if self.recommender else None, self.llm]
+        return self.load_error or next((e.failure for e in engines if e is not None and e.failure), None)
+
     def ready(self) -> Recommender:
         if not self.config.gr_model:
             raise ApiError(404, "no GR model is served here: this server runs an LLM (use /v1/completions)",
                            "model")
+        if self.failure is not None:
+            raise ApiError(503, self.failure, kind="unavailable")
         if self.recommender is None:
             raise ApiError(503, self.load_error or "model is loading", kind="unavailable")
         return self.recommender
@@ -149,8 +159,11 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
                 state.attach(load_recommender(config))
             if config.llm_model and state.llm is None:
                 state.llm = load_llm(config)
-        except Exception as e:  # a broken model directory is reported by /health, not a crash loop
+        except Exception as e:  # reported by /health; `grserve serve` then exits non-zero (serve.py)
             state.load_error = f"model failed to load: {e}"
+            # a bad path or config is the user's to fix (the message says it); anything else gets its traceback
+            expected = isinstance(e, (FileNotFoundError, ValueError))
+            logging.getLogger("grserve").error(state.load_error, exc_info=None if expected else e)
 
     async def lifespan(_app):
         if not state.loaded:
@@ -163,7 +176,14 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
         if state.llm is not None:
             state.llm.shutdown()
 
-    app = FastAPI(title="grserve", version="0.1.0", lifespan=lifespan,
+    async def serving(request: Request) -> None:
+        """Every API route first: a failed instance refuses at once with the reason (a stream too, before it
+        starts), as a draining one does."""
+        failure = state.failure
+        if failure is not None and request.url.path.startswith("/v1/"):
+            raise ApiError(503, failure, kind="unavailable")
+
+    app = FastAPI(title="grserve", version="0.1.0", lifespan=lifespan, dependencies=[Depends(serving)],
                   description="Generative recommendation serving: SID beam search over a catalog trie.")
     app.state.grserve = state
     app.add_middleware(Gate, state=state)
@@ -171,6 +191,10 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(EngineFailed)
+    async def engine_failed(_: Request, e: EngineFailed) -> JSONResponse:  # it died while the request waited
+        return JSONResponse(error_body(503, str(e), kind="unavailable"), status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -188,9 +212,10 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
     async def health() -> JSONResponse:
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
+        if state.failure is not None:
+            return JSONResponse({"status": "error", "detail": state.failure}, status_code=503)
         if not state.loaded:
-            return JSONResponse({"status": "error" if state.load_error else "loading",
-                                 "detail": state.load_error}, status_code=503)
+            return JSONResponse({"status": "loading", "detail": None}, status_code=503)
         return JSONResponse({"status": "ok", "model": state.model_name if config.gr_model else state.llm_name})
 
     @app.get("/v1/models")

@@ -1,5 +1,7 @@
 """Running the server under uvicorn, with a graceful drain on SIGTERM/SIGINT: stop admitting (503),
-let every admitted request finish (up to `drain_timeout_s`), then exit 0. A second signal exits at once."""
+let every admitted request finish (up to `drain_timeout_s`), then exit 0. A second signal exits at once.
+A model that cannot load stops the server and exits 1 (the error is logged): a supervisor restarts it, and a
+person sees why rather than a server that runs and answers only 503."""
 from __future__ import annotations
 
 import logging
@@ -47,7 +49,19 @@ def run_server(config: ServerConfig) -> None:
     if config.register:
         threading.Thread(target=register_when_ready, args=(server, config), name="grserve-register",
                          daemon=True).start()
+    threading.Thread(target=exit_on_load_error, args=(server,), name="grserve-load-watch", daemon=True).start()
     server.run()
+    if server.state.load_error:
+        raise SystemExit(f"grserve serve: {server.state.load_error}")  # exit status 1, the reason on stderr
+
+
+def exit_on_load_error(server: DrainingServer) -> None:
+    """Stops the server once the models have failed to load; returns once they have loaded."""
+    state = server.state
+    while not (state.loaded or state.load_error or server.should_exit):
+        time.sleep(0.05)
+    if state.load_error:
+        server.should_exit = True
 
 
 def instance_load(state) -> dict:
