@@ -20,16 +20,34 @@ def cmd_attention(args) -> None:
         Path(args.out).write_text(text + "\n")
 
 
+def _given(args) -> dict:
+    """The measurement flags given on the command line (the rest keep BenchOptions' defaults)."""
+    names = ("repeats", "duration_s", "min_requests", "peak_requests", "baseline_requests", "agreement_requests",
+             "fractions", "flops_seconds")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _sweep_flags(p) -> None:
+    p.add_argument("--slo-ms", type=float, default=200.0, help="the P99 latency SLO in milliseconds")
+    p.add_argument("--beam-width", type=int, default=128, help="beam width of the MovieLens workload (a)")
+    p.add_argument("--repeats", type=int, help="peaks per system and runs per swept rate, taking turns (default 3)")
+    p.add_argument("--duration", dest="duration_s", type=float,
+                   help="seconds of arrivals per swept run (default 6; bench gr --quick 2)")
+    p.add_argument("--min-requests", type=int, help="requests per swept run at least (low rates run longer; "
+                   "default 30; bench gr --quick 12)")
+    p.add_argument("--rates", dest="fractions", type=_fractions,
+                   help="comma-separated offered rates to sweep, as fractions of each system's peak "
+                        "(default 0.1,0.2,0.3,0.5,0.7,0.8,0.9,1)")
+    p.add_argument("--peak-requests", type=int, help="requests of grserve's peak and warm-up (default 64)")
+
+
 def cmd_gr(args) -> None:
     from grserve.bench.gr_bench import BenchOptions, run_bench, save
     from grserve.bench.report import write_report
     # --quick: workload (a), grserve and HF only, shorter swept runs (a few minutes)
     quick = {"duration_s": 2.0, "min_requests": 12, "agreement_requests": 16} if args.quick else {}
-    given = {name: getattr(args, name) for name in ("repeats", "duration_s", "min_requests", "peak_requests",
-                                                     "baseline_requests", "agreement_requests", "fractions",
-                                                     "flops_seconds") if getattr(args, name) is not None}
     opts = BenchOptions(slo_ms=args.slo_ms, quick=args.quick, vllm_python=args.vllm_python, out_dir=args.out,
-                        workloads=args.workloads, beam_width=args.beam_width, **(quick | given))
+                        workloads=args.workloads, beam_width=args.beam_width, **(quick | _given(args)))
     run = run_bench(opts)
     path = save(run, opts.out_dir, "-quick" if args.quick else "")
     files = write_report(path)
@@ -57,9 +75,7 @@ def cmd_llm(args) -> None:
 def cmd_scaling(args) -> None:
     from grserve.bench.gr_bench import BenchOptions, save
     from grserve.bench.scaling import run_scaling
-    given = {name: getattr(args, name) for name in ("repeats", "duration_s", "peak_requests")
-             if getattr(args, name) is not None}
-    opts = BenchOptions(slo_ms=args.slo_ms, beam_width=args.beam_width, **given)
+    opts = BenchOptions(slo_ms=args.slo_ms, beam_width=args.beam_width, **_given(args))
     run = run_scaling(tuple(int(n) for n in args.instances.split(",")), opts)
     path = save(run, args.out)
     print(json.dumps({"json": str(path), "runs": [{"instances": r["instances"], "peak": r["peak"]["throughput"],
@@ -98,20 +114,10 @@ def add_bench_parser(sub, with_model) -> None:
     p = bench.add_parser("gr", help="grserve vs HF transformers vs vLLM: throughput, P99 at an SLO, ablations, MFU")
     p.add_argument("--quick", action="store_true",
                    help="workload (a), grserve and HF only, 2 s swept runs: a few minutes; prints one JSON line")
-    p.add_argument("--slo-ms", type=float, default=200.0, help="the P99 latency SLO in milliseconds")
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
     p.add_argument("--workloads", default="ab", help="a: MovieLens-100K; b: synthetic 1M items (default: ab)")
-    p.add_argument("--beam-width", type=int, default=128, help="beam width of workload (a)")
-    p.add_argument("--repeats", type=int, help="peaks per system and runs per swept rate, taking turns (default 3)")
-    p.add_argument("--duration", dest="duration_s", type=float,
-                   help="seconds of arrivals per swept run (default 6, --quick 2)")
-    p.add_argument("--min-requests", type=int, help="requests per swept run at least (low rates run longer; "
-                   "default 30, --quick 12)")
-    p.add_argument("--rates", dest="fractions", type=_fractions,
-                   help="comma-separated offered rates to sweep, as fractions of each system's peak "
-                        "(default 0.1,0.2,0.3,0.5,0.7,0.8,0.9,1)")
+    _sweep_flags(p)
     p.add_argument("--flops-seconds", type=float, help="time cap of each peak FLOP/s measurement (default 10)")
-    p.add_argument("--peak-requests", type=int, help="requests of grserve's peak and warm-up (default 64)")
     p.add_argument("--baseline-requests", type=int, help="requests of HF's and vLLM's peak (default 32)")
     p.add_argument("--agreement-requests", type=int,
                    help="prompts every system answers for the agreement (default 32, --quick 16)")
@@ -131,11 +137,7 @@ def add_bench_parser(sub, with_model) -> None:
 
     p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
     p.add_argument("--instances", default="1,2,3", help="comma-separated instance counts")
-    p.add_argument("--slo-ms", type=float, default=200.0, help="the P99 latency SLO in milliseconds")
-    p.add_argument("--beam-width", type=int, default=128, help="beam width of the MovieLens workload")
-    p.add_argument("--repeats", type=int, help="peaks and runs per swept rate (default 3)")
-    p.add_argument("--duration", dest="duration_s", type=float, help="seconds of arrivals per swept run (default 6)")
-    p.add_argument("--peak-requests", type=int, help="requests of each peak and warm-up (default 64)")
+    _sweep_flags(p)
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_scaling)
 

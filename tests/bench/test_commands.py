@@ -1,0 +1,97 @@
+"""Every `grserve bench` subcommand, run through the CLI at a tiny size (seconds each), so that an import
+error, a hang or a broken report cannot land. Each checks the result file it wrote, not the speed."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from grserve.cli import main
+
+SWEEP = ["--duration", "0.3", "--min-requests", "4", "--rates", "0.5,1", "--peak-requests", "8"]
+
+
+def _written(directory: Path, pattern: str) -> dict:
+    [path] = directory.glob(pattern)
+    return json.loads(path.read_text())
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def _check_slo_rule(system: dict, slo_ms: float) -> None:
+    """Max QPS at the SLO, recomputed from the raw runs: the highest rate with it and every lower one passing."""
+    expected = 0.0
+    for point in sorted(system["sweep"], key=lambda p: p["offered_rate"]):
+        runs = point["runs"]
+        p99 = statistics.median(float("inf") if r["p99_ms"] is None else r["p99_ms"] for r in runs)
+        if not (all(r["ok"] == r["requests"] for r in runs) and p99 <= slo_ms):
+            break
+        expected = point["offered_rate"]
+    assert system["qps_at_slo"] == expected
+
+
+def test_bench_gr_quick(tmp_path, capsys):
+    main(["bench", "gr", "--quick", "--beam-width", "16", *SWEEP, "--baseline-requests", "4",
+          "--agreement-requests", "4", "--flops-seconds", "1", "--out", str(tmp_path)])
+    run = _written(tmp_path, "gr-*-quick.json")
+    assert (tmp_path / next(tmp_path.glob("gr-*-quick.json")).name.replace(".json", ".md")).exists()
+    assert run["machine"]["cpu"] and run["machine"]["threads"] >= 1
+    has_bf16 = bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+    assert (run["peak_flops"]["bf16"] is not None) == has_bf16  # bf16 measured only where it is native
+    [workload] = run["workloads"]
+    systems = workload["systems"]
+    assert set(systems) == {"grserve", "hf"}
+    for name, system in systems.items():
+        assert len(system["peaks"]) == 3  # three turns each
+        assert system["agreement_requests"] == 4
+        if system["sweep"]:
+            assert all(len(p["runs"]) == 3 for p in system["sweep"])
+        _check_slo_rule(system, 200.0)
+    assert systems["hf"]["peak_requests"] == 4 and systems["grserve"]["peak_requests"] == 8
+    assert systems["hf"]["agreement"] == 1.0  # the same constrained beam search
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["throughput"]["grserve"] > 0
+
+
+def test_bench_attention(tmp_path, tiny_model_dir):
+    out = tmp_path / "attention.json"
+    main(["bench", "attention", "--model", tiny_model_dir, "--prompt-len", "16", "--beam-width", "8",
+          "--engine-beam-width", "10", "--requests", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    attention = result["attention"]
+    assert attention["max_abs_diff"] < 1e-4  # staged and expanded attention agree
+    assert attention["speedup_kernels"] == pytest.approx(attention["expanded_sdpa_ms"] / attention["staged_ms"])
+    assert result["engine_vs_reference"]["same_items"]
+
+
+def test_bench_llm(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRSERVE_CACHE", str(tmp_path / "cache"))  # the synthetic model goes there
+    main(["bench", "llm", "--requests", "2", "--prompt-len", "16", "--max-tokens", "4", "--layers", "1",
+          "--hidden", "64", "--repeats", "1", "--out", str(tmp_path)])
+    run = _written(tmp_path, "llm-*.json")
+    assert run["greedy_agreement"] == 1.0 and run["overlap_agreement"] == 1.0  # transformers' tokens
+    assert run["machine"]["cpu"] and run["vllm"] is None
+
+
+def test_bench_colocation(tmp_path):
+    main(["bench", "colocation", "--online-rate", "5", "--duration", "0.5", "--backlog", "2", "--out", str(tmp_path)])
+    run = _written(tmp_path, "colocation-*.json")
+    assert run["online_alone"]["ok"] == run["online_alone"]["requests"] > 0
+    assert run["online_with_offline"]["ok"] == run["online_with_offline"]["requests"] > 0
+    assert run["offline_completed"] > 0
+
+
+def test_bench_scaling(tmp_path):
+    main(["bench", "scaling", "--instances", "1", "--beam-width", "16", *SWEEP, "--repeats", "1",
+          "--out", str(tmp_path)])
+    run = _written(tmp_path, "scaling-*.json")
+    [one] = run["runs"]
+    assert one["instances"] == 1 and one["peak"]["ok"] == one["peak"]["requests"] == 8
+    assert one["agreement_requests"] == run["options"]["agreement_requests"]
+    _check_slo_rule(one, run["slo_ms"])
