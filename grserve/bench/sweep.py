@@ -9,6 +9,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from tqdm import tqdm
+
 from grserve.bench.loadgen import open_loop, saturate, summarize
 
 # Offered rates as fractions of each system's own peak throughput.
@@ -54,8 +56,13 @@ class Turns:
     answers `warmup[name]` requests at once, when it has a warm-up: grserve's scheduler learns the step cost
     from the steps it runs, and cold it cuts batches short."""
 
-    def __init__(self, senders: dict, warmup: dict[str, int]):
+    def __init__(self, senders: dict, warmup: dict[str, int], desc: str = "turns"):
         self.senders, self.warmup, self.live = senders, warmup, None
+        self.progress = tqdm(desc=desc, unit="run")  # the runs' count grows as systems pass rates
+
+    def ran(self, what: str) -> None:
+        self.progress.set_postfix_str(what, refresh=False)
+        self.progress.update(1)
 
     def use(self, system):
         if self.live is not system:
@@ -70,6 +77,7 @@ class Turns:
         if self.live is not None:
             self.live.close()
             self.live = None
+        self.progress.close()
 
 
 def measure_peaks(group: list, turns: Turns, requests: dict[str, int], opts: TurnOptions, first_turn) -> dict:
@@ -83,6 +91,7 @@ def measure_peaks(group: list, turns: Turns, requests: dict[str, int], opts: Tur
                 out[system.name] = first_turn(system) | {"peaks": [], "peak_requests": requests[system.name]}
             out[system.name]["peaks"].append(summarize(asyncio.run(
                 saturate(turns.senders[system.name], requests[system.name], opts.timeout_s))))
+            turns.ran(f"{system.name} peak {turn + 1}/{opts.repeats}")
     for m in out.values():
         m["peak"] = sorted(m["peaks"], key=lambda p: p["throughput"])[len(m["peaks"]) // 2]
     return out
@@ -105,6 +114,7 @@ def sweep_rates(swept: list, turns: Turns, peaks: dict[str, float], opts: TurnOp
                 samples = asyncio.run(open_loop(turns.senders[system.name], rate, count, 2 * count / rate,
                                                 seed=repeat, timeout=opts.timeout_s))
                 runs[system.name].append(summarize(samples, rate, opts.slo_ms))
+                turns.ran(f"{system.name} at {rate:.1f}/s, {repeat + 1}/{opts.repeats}")
         for system in active:
             points[system.name].append(rate_point(fraction * peaks[system.name], runs[system.name], opts.slo_ms))
     return points
