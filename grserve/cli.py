@@ -94,79 +94,115 @@ def cmd_router(args) -> None:
 
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--model", help="GR model directory (default: the embedded MovieLens-100K model)")
+    p.add_argument("--device", default="cpu", help="torch device to run the model on: cpu, cuda or cuda:N "
+                                                   "(default: %(default)s)")
+    return p
 
-    def with_model(p):
-        p.add_argument("--model", help="GR model directory (default: the embedded MovieLens-100K model)")
-        p.add_argument("--device", default="cpu")
-        return p
 
-    p = sub.add_parser("serve", help="serve a GR model over HTTP")
-    p.add_argument("--config", help="TOML or YAML file of settings; flags override it")
+def _config_help(text: str, default) -> str:
+    """A config field's help for argparse ('%' is its format character), with the default when there is one
+    (an unset one is explained by the text itself)."""
+    return text.replace("%", "%%") + ("" if default is None else f" (default: {default})")
+
+
+def _add_serve(sub) -> None:
     from grserve.server.config import ServerConfig
-    for f in ServerConfig.settings().values():
-        flag = "--" + f.name.replace("_", "-")
-        if f.type.startswith("bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"default: {f.default}")
-        else:
-            # annotations are strings here (`from __future__ import annotations`): "float | None" is a float flag
-            kind = {"int": int, "float": float}.get(f.type.replace(" | None", ""), str)
-            p.add_argument(flag, type=kind, default=None, help=f"default: {f.default}")
+    p = sub.add_parser("serve", help="serve a GR model (and an LLM) over HTTP")
+    p.add_argument("--config", help="TOML or YAML file of settings (the flags' names, with underscores); "
+                                    "flags override it")
+    for title, owned in ServerConfig.groups().items():
+        group = p.add_argument_group(title + " settings")
+        for f in owned:
+            flag, text = "--" + f.name.replace("_", "-"), _config_help(ServerConfig.help_text(f.name), f.default)
+            if f.type.startswith("bool"):
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            else:
+                # annotations are strings here (`from __future__ import annotations`): "float | None" is a float flag
+                kind = {"int": int, "float": float}.get(f.type.replace(" | None", ""), str)
+                group.add_argument(flag, type=kind, default=None, help=text)
     p.set_defaults(func=cmd_serve)
 
-    p = with_model(sub.add_parser("recommend", help="top-N items for one history"))
-    p.add_argument("--history", default="", help="comma-separated item ids, oldest first")
-    p.add_argument("--top-n", type=int, default=10)
-    p.add_argument("--beam-width", type=int, default=64)
+
+def _add_recommend(sub) -> None:
+    p = _with_model(sub.add_parser("recommend", help="top-N items for one history, as JSON"))
+    p.add_argument("--history", default="", help="comma-separated item ids, oldest first (default: none, the "
+                                                 "model's prior)")
+    p.add_argument("--top-n", type=int, default=10, help="items to return (default: %(default)s)")
+    p.add_argument("--beam-width", type=int, default=64, help="beams searched; at least --top-n "
+                                                             "(default: %(default)s)")
     p.add_argument("--keep-history", action="store_true", help="allow items of the history in the answer")
     p.add_argument("--exclude", help="comma-separated item ids never to return")
     p.add_argument("--allow", help="comma-separated item ids: return only these")
     p.add_argument("--reference", action="store_true", help="run the slow reference beam search instead")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("train", help="build SIDs and train a GR model on a dataset")
-    p.add_argument("--dataset", default="ml-100k", help="'ml-100k', a RecBole atomic directory or a sequence file")
-    p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file")
-    p.add_argument("--out", required=True)
+
+def _add_train(sub) -> None:
     from grserve.data.training import TrainConfig
+    p = sub.add_parser("train", help="build SIDs and train a GR model on a dataset")
+    p.add_argument("--dataset", default="ml-100k", help="'ml-100k', a RecBole atomic directory or a sequence file "
+                                                        "(default: %(default)s)")
+    p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file (their texts make the SIDs)")
+    p.add_argument("--out", required=True, help="directory to write the trained model and its training report to")
     for f in fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None)
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
+                       help=_config_help(f.metadata["help"], f.default))
     p.set_defaults(func=cmd_train)
 
-    p = with_model(sub.add_parser("eval", help="Recall/NDCG@5,10 on the leave-one-out split vs popularity"))
-    p.add_argument("--dataset", help="default: the dataset the model was trained on")
-    p.add_argument("--item-meta")
-    p.add_argument("--split", choices=("test", "valid"), default="test")
-    p.add_argument("--beam-width", type=int, default=50)
-    p.add_argument("--users", type=int, default=0, help="evaluate only the first N users (0 = all)")
-    p.add_argument("--json", action="store_true")
+
+def _add_eval(sub) -> None:
+    p = _with_model(sub.add_parser("eval", help="Recall/NDCG@5,10 on the leave-one-out split vs popularity"))
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the dataset the model was trained on)")
+    p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file")
+    p.add_argument("--split", choices=("test", "valid"), default="test", help="which held-out item each user is "
+                                                                              "scored on (default: %(default)s)")
+    p.add_argument("--beam-width", type=int, default=50, help="beams searched per user (default: %(default)s)")
+    p.add_argument("--users", type=int, default=0, help="evaluate only the first N users (default: 0, all)")
+    p.add_argument("--json", action="store_true", help="print the model's and popularity's metrics as one JSON "
+                                                       "line instead of a table")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_synth(sub) -> None:
     p = sub.add_parser("synth", help="write a random-weight GR model and a random catalog (HF format)")
-    p.add_argument("--items", type=int, required=True)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--codebook-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True)
+    p.add_argument("--items", type=int, required=True, help="items in the random catalog")
+    p.add_argument("--layers", type=int, default=4, help="transformer layers (default: %(default)s)")
+    p.add_argument("--hidden", type=int, default=128, help="transformer hidden size (default: %(default)s)")
+    p.add_argument("--heads", type=int, default=4, help="attention heads (default: %(default)s)")
+    p.add_argument("--kv-heads", type=int, default=2, help="key/value heads (default: %(default)s)")
+    p.add_argument("--codebook-size", type=int, default=256, help="codes per SID level (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and the catalog (default: %(default)s)")
+    p.add_argument("--out", required=True, help="directory to write the model to")
     p.set_defaults(func=cmd_synth)
 
+
+def _add_router(sub) -> None:
     p = sub.add_parser("router", help="route the public API over the instances registered in etcd")
     p.add_argument("--etcd", required=True, help="etcd URL, e.g. http://127.0.0.1:2379")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--policy", choices=("round-robin", "least-loaded", "cache-aware"), default="least-loaded")
-    p.add_argument("--retries", type=int, default=2, help="other instances tried after a failure")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    p.add_argument("--policy", choices=("round-robin", "least-loaded", "cache-aware"), default="least-loaded",
+                   help="how an instance is chosen for each request (default: %(default)s)")
+    p.add_argument("--retries", type=int, default=2, help="other instances tried after a failure "
+                                                          "(default: %(default)s)")
     p.add_argument("--tokenizer", help="the served LLM's model directory: cache-aware routing of text prompts")
     p.set_defaults(func=cmd_router)
 
-    from grserve.bench.cli import add_bench_parser
-    add_bench_parser(sub, with_model)
 
+def build_parser() -> argparse.ArgumentParser:
+    from grserve.bench.cli import add_bench_parser
+    parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_serve, _add_recommend, _add_train, _add_eval, _add_synth, _add_router):
+        add(sub)
+    add_bench_parser(sub, _with_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.func(args)

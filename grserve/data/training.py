@@ -23,6 +23,7 @@ from grserve.data.dataset import SequenceDataset
 from grserve.data.embeddings import embed_texts
 from grserve.data.evaluation import evaluate, round_metrics
 from grserve.data.split import leave_one_out
+from grserve.engine.config import setting
 from grserve.items.item_table import ItemTable
 from grserve.items.semantic_ids import residual_kmeans
 from grserve.items.trie import SIDTrie
@@ -34,23 +35,22 @@ from grserve.recommender import Recommender
 
 @dataclass
 class TrainConfig:
-    codebook_size: int = 64
-    architecture: str = "LlamaForCausalLM"
-    hidden_size: int = 128
-    intermediate_size: int = 512
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    max_history_items: int = 50
-    epochs: int = 15
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 0.1
-    eval_beam_width: int = 32
-    # Validation users scored after each epoch (0 = all); the best epoch's weights are kept.
-    valid_users: int = 0
-    seed: int = 0
-    threads: int = 0
+    codebook_size: int = setting(64, "codes per level of the 3-level semantic IDs (residual k-means clusters)")
+    architecture: str = setting("LlamaForCausalLM", "model class: LlamaForCausalLM or Qwen3ForCausalLM")
+    hidden_size: int = setting(128, "transformer hidden size")
+    intermediate_size: int = setting(512, "inner size of the transformer's MLP")
+    num_layers: int = setting(4, "transformer layers")
+    num_heads: int = setting(4, "attention heads")
+    num_kv_heads: int = setting(2, "key/value heads (grouped-query attention when fewer than num_heads)")
+    max_history_items: int = setting(50, "most history items in a prompt (sets the model's context)")
+    epochs: int = setting(15, "training epochs; the epoch best on validation NDCG@10 is kept")
+    batch_size: int = setting(32, "training rows per optimizer step")
+    lr: float = setting(2e-3, "peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay)")
+    weight_decay: float = setting(0.1, "AdamW weight decay")
+    eval_beam_width: int = setting(32, "beam width of the validation and test evaluations")
+    valid_users: int = setting(0, "validation users scored after each epoch (0: all)")
+    seed: int = setting(0, "seed of the SID clustering, the initial weights and the data order")
+    threads: int = setting(0, "torch intra-op threads; 0: torch's default")
 
 
 def build_item_table(dataset: SequenceDataset, codebook_size: int, seed: int) -> ItemTable:

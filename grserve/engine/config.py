@@ -1,36 +1,47 @@
 """Engine configuration: the GR engine's batch budgets and the switches that turn each xGR technique off for
-ablation; the LLM engine's cache, batching and speculation settings."""
+ablation; the LLM engine's cache, batching and speculation settings. Each field carries its one-line help."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+def setting(default, help: str):
+    """A config field with its one-line help (what `grserve serve --help` and `grserve train --help` show)."""
+    return field(default=default, metadata={"help": help})
+
+
+DEVICE_HELP = "torch device: cpu, cuda or cuda:N"
+# Overlap's default: on for accelerators, where the host would otherwise leave the device idle; off on the CPU,
+# where the preparing thread competes with the compute for the same cores (see benchmarks/README.md).
+OVERLAP_HELP = ("prepare the next batch on a second thread while the current one computes; unset: on for "
+                "accelerators, off on the CPU")
 
 
 @dataclass
 class EngineConfig:
-    max_beam_width: int = 512
-    # A batch holds at most this many beam rows (requests x their padded beam width) ...
-    max_batch_rows: int = 2048
-    # ... and at most this many prompt tokens (requests x their padded prompt length).
-    max_batch_prompt_tokens: int = 32768
-    max_batch_requests: int = 64
-    # Latency target of one engine step: batches are cut so that their estimated time (learned from the
-    # steps so far) stays under it, so a request waits at most about two steps. None: budgets only.
-    target_step_ms: float | None = None
-    # Offline work in a batch is limited to this share of target_step_ms beyond its online work, so online
-    # requests arriving while it runs wait a short step: offline fills idle capacity and yields to online.
-    offline_step_fraction: float = 0.25
-    # Admission: beyond this many waiting requests, or waiting beam rows, submit raises EngineOverloaded.
-    max_queue_requests: int = 1024
-    max_queue_rows: int = 131072
+    max_beam_width: int = setting(512, "widest beam a GR request may ask for (wider: 400)")
+    max_batch_rows: int = setting(2048, "most beam rows in one GR batch: requests x their padded beam width")
+    max_batch_prompt_tokens: int = setting(32768, "most prompt tokens in one GR batch: requests x their padded "
+                                                  "prompt length")
+    max_batch_requests: int = setting(64, "most requests in one GR batch")
+    # A request then waits at most about two steps.
+    target_step_ms: float | None = setting(None, "latency target of one GR engine step in ms: batches are cut so "
+                                                 "that their time, estimated from the steps so far, stays under it; "
+                                                 "unset: the batch budgets only")
+    # Offline fills idle capacity and yields to online: online requests arriving while it runs wait a short step.
+    offline_step_fraction: float = setting(0.25, "share of target_step_ms that offline requests may add to a batch "
+                                                 "beyond its online work")
+    max_queue_requests: int = setting(1024, "waiting GR requests beyond which new ones are refused (429)")
+    max_queue_rows: int = setting(131072, "waiting GR beam rows beyond which new requests are refused (429)")
     # Ablation switches: each one on is an xGR technique; off is what a generic LLM server does.
-    separated_kv: bool = True  # off: the prompt KV is expanded to every beam row
-    early_topk: bool = True  # off: one full top-k over all W x k candidates
-    trie_candidates: bool = True  # off: a dense vocabulary mask per beam row
-    # off: the next batch is prepared only after the current one finishes. Default: on for accelerators,
-    # off on the CPU, where the preparing thread competes with the compute for the same cores (measured:
-    # about 20% fewer requests/s with it on 2 cores).
-    overlap: bool | None = None
-    device: str = "cpu"
+    separated_kv: bool = setting(True, "store each request's prompt KV once, not per beam (off: copied per beam, "
+                                       "for ablation)")
+    early_topk: bool = setting(True, "early-terminated per-beam top-k before the global top-W (off: one full top-k "
+                                     "over all W x k candidates)")
+    trie_candidates: bool = setting(True, "gather logits at each beam's valid trie children only (off: a dense "
+                                          "vocabulary mask per beam row)")
+    overlap: bool | None = setting(None, OVERLAP_HELP)
+    device: str = setting("cpu", DEVICE_HELP)
 
     def __post_init__(self) -> None:
         if self.overlap is None:
@@ -51,20 +62,23 @@ class EngineConfig:
 
 @dataclass
 class LLMEngineConfig:
-    block_size: int = 16  # tokens per KV block
-    kv_cache_bytes: int = 256 << 20  # the paged KV cache's memory: it holds as many blocks as fit
-    max_num_batched_tokens: int = 512  # tokens per step: decode rows and prefill chunks together
-    max_num_seqs: int = 64  # sequences running at once
-    chunked_prefill: bool = True  # off: a prompt is prefilled whole in one step
-    prefix_caching: bool = True
-    speculative_tokens: int = 0  # >0: speculate that many tokens for greedy sequences
-    draft_model: str | None = None  # a small model (same vocabulary) drafting them; None: prompt lookup
-    max_model_len: int | None = None  # default: the model's max_position_embeddings
-    dtype: str = "float32"
-    device: str = "cpu"
-    # Prepare step i+1 while step i computes. None: on for accelerators (where the host would otherwise leave
-    # the device idle), off on the CPU, where host and compute share the cores (see benchmarks/README.md).
-    overlap: bool | None = None
+    block_size: int = setting(16, "tokens per KV cache block of the LLM")
+    kv_cache_bytes: int = setting(256 << 20, "memory of the LLM's paged KV cache in bytes: it holds as many blocks "
+                                             "as fit")
+    max_num_batched_tokens: int = setting(512, "tokens per LLM step: decode rows and prefill chunks together")
+    max_num_seqs: int = setting(64, "LLM sequences running at once")
+    chunked_prefill: bool = setting(True, "prefill long prompts in chunks beside decode rows (off: a prompt is "
+                                          "prefilled whole in one step)")
+    prefix_caching: bool = setting(True, "reuse the cached KV blocks of prompt prefixes already computed")
+    speculative_tokens: int = setting(0, "tokens drafted per step for greedy sequences, verified in one forward "
+                                         "(0: no speculation)")
+    draft_model: str | None = setting(None, "directory of a small model with the same vocabulary that drafts them; "
+                                            "unset: prompt lookup (n-gram)")
+    max_model_len: int | None = setting(None, "longest prompt plus output in tokens; unset: the model's "
+                                              "max_position_embeddings")
+    dtype: str = setting("float32", "LLM weight and KV dtype: float32 or bfloat16")
+    device: str = setting("cpu", DEVICE_HELP)
+    overlap: bool | None = setting(None, OVERLAP_HELP)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16"):

@@ -1,6 +1,7 @@
 """Server configuration: the server's own settings and the two engines' configs, filled from an optional TOML
 or YAML file, then CLI flags. Files and flags name every setting flat (`max_batch_rows`, `block_size`); each
-goes to the config that owns it, so no setting is defined twice."""
+goes to the config that owns it, so no setting is defined twice; each carries its one-line help (`setting`),
+which `grserve serve --help` shows."""
 from __future__ import annotations
 
 import tomllib
@@ -9,29 +10,33 @@ from pathlib import Path
 
 import yaml
 
-from grserve.engine.config import EngineConfig, LLMEngineConfig
+from grserve.engine.config import EngineConfig, LLMEngineConfig, setting
 
 
 @dataclass
 class ServerConfig:
-    model: str | None = None  # GR model directory (None: the embedded MovieLens-100K model), or an LLM's
-    llm_model: str | None = None  # an LLM directory served beside the GR model
-    host: str = "127.0.0.1"
-    port: int = 8000
-    default_timeout_ms: int = 1000
-    max_timeout_ms: int = 60000
-    history_overflow: str = "truncate"  # or "reject": a history longer than the model's context
-    max_body_bytes: int = 1 << 20
-    max_batch_items: int = 256  # histories in one /v1/recommend/batch call
-    threads: int = 0  # torch intra-op threads; 0 = torch's default
-    drain_timeout_s: float = 30.0
-    log_requests: bool = False  # one JSON line per request at INFO
-    register: str | None = None  # etcd URL: register this instance there under a lease, with heartbeats
-    role: str = "mixed"  # mixed | prefill | decode
-    dynamic_pd: bool = False  # a prefill or decode instance switches role as the load between the pools shifts
-    advertise: str | None = None  # the address routers use (default http://host:port)
-    lease_ttl_s: int = 5
-    heartbeat_s: float = 1.0
+    model: str | None = setting(None, "GR model directory, or an LLM's (then only the OpenAI routes serve); unset: "
+                                      "the embedded MovieLens-100K model")
+    llm_model: str | None = setting(None, "LLM directory (Llama or Qwen3, Hugging Face format) served beside the "
+                                          "GR model on the OpenAI routes")
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8000, "port to listen on")
+    default_timeout_ms: int = setting(1000, "deadline of a request that sets no timeout_ms")
+    max_timeout_ms: int = setting(60000, "largest timeout_ms a request may set (larger: 400)")
+    history_overflow: str = setting("truncate", "a history longer than the model's context: truncate (the oldest "
+                                                "items dropped, with a warning) or reject (400)")
+    max_body_bytes: int = setting(1 << 20, "largest request body in bytes (larger: 413)")
+    max_batch_items: int = setting(256, "most histories in one /v1/recommend/batch call")
+    threads: int = setting(0, "torch intra-op threads; 0: torch's default")
+    drain_timeout_s: float = setting(30.0, "after SIGTERM, seconds to wait for admitted requests before exiting")
+    log_requests: bool = setting(False, "log one JSON line per request at INFO")
+    register: str | None = setting(None, "etcd URL: register this instance there under a lease, with heartbeats")
+    role: str = setting("mixed", "disaggregation role: mixed, prefill or decode")
+    dynamic_pd: bool = setting(False, "let a prefill or decode instance switch role as the load between the pools "
+                                      "shifts (needs --register)")
+    advertise: str | None = setting(None, "the address routers reach this instance at; unset: http://host:port")
+    lease_ttl_s: int = setting(5, "seconds the etcd lease outlives the last heartbeat")
+    heartbeat_s: float = setting(1.0, "seconds between heartbeats to etcd")
     gr_model: bool = True  # False when `model` names an LLM directory: only the OpenAI routes serve then
     engine: EngineConfig = field(default_factory=EngineConfig)  # the GR engine
     llm: LLMEngineConfig = field(default_factory=LLMEngineConfig)  # the LLM engine, when one is served
@@ -60,6 +65,21 @@ class ServerConfig:
         """Every setting by its flat name (as in a config file or a flag): the server's own, then the two
         engines' (a name both engines have, such as device, sets both)."""
         return {f.name: f for c in (LLMEngineConfig, EngineConfig) for f in fields(c)} | {f.name: f for f in cls._own()}
+
+    @classmethod
+    def groups(cls) -> dict[str, list[Field]]:
+        """The settings by the config that owns them, as `--help` lists them (a name both engines have comes
+        once, under the GR engine)."""
+        gr = fields(EngineConfig)
+        return {"server": cls._own(), "GR engine": gr,
+                "LLM engine": [f for f in fields(LLMEngineConfig) if f.name not in {g.name for g in gr}]}
+
+    @classmethod
+    def help_text(cls, name: str) -> str:
+        """The one-line help of a flat setting; a name both engines have sets both, and says so."""
+        owners = [c for c in (cls, EngineConfig, LLMEngineConfig) if name in {f.name for f in fields(c)}]
+        texts = list(dict.fromkeys(next(f for f in fields(c) if f.name == name).metadata["help"] for c in owners))
+        return "; ".join(texts) + (" (both engines)" if len(owners) > 1 else "")
 
     @classmethod
     def of(cls, **settings) -> ServerConfig:
