@@ -1,11 +1,10 @@
-"""The `grserve` command: serve, recommend, train, eval, synth, bench."""
+"""The `grserve` command: serve, recommend, train, eval, synth, router, bench."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from dataclasses import asdict, fields
-from pathlib import Path
 
 
 def _bundle(args):
@@ -77,9 +76,6 @@ def cmd_synth(args) -> None:
     print(json.dumps({"out": str(out), "items": args.items, "layers": args.layers, "hidden": args.hidden}))
 
 
-
-
-
 def cmd_router(args) -> None:
     import uvicorn
 
@@ -90,8 +86,6 @@ def cmd_router(args) -> None:
         tokenizer = load_tokenizer(args.tokenizer)
     uvicorn.run(create_router_app(args.etcd, args.policy, args.retries, tokenizer=tokenizer), host=args.host,
                 port=args.port, log_level="info")
-
-
 
 
 def _with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
