@@ -128,7 +128,7 @@ class GREngine:
     def _next_batch(self) -> PreparedBatch | None:
         try:
             requests = self.scheduler.schedule(timeout=0.1)
-        except Exception:  # the step thread must outlive any bug here: its death would stall every request
+        except Exception:  # logged and retried: the queued requests may still be served (death would fail all)
             logging.getLogger("grserve").exception("forming a batch failed; the requests stay queued")
             time.sleep(0.1)
             return None
