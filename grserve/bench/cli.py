@@ -23,7 +23,7 @@ def cmd_attention(args) -> None:
 def _given(args) -> dict:
     """The measurement flags given on the command line (the rest keep BenchOptions' defaults)."""
     names = ("repeats", "duration_s", "min_requests", "peak_requests", "baseline_requests", "agreement_requests",
-             "fractions", "flops_seconds")
+             "fractions", "flops_seconds", "hf_batch")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -45,7 +45,8 @@ def cmd_gr(args) -> None:
     from grserve.bench.gr_bench import BenchOptions, run_bench, save
     from grserve.bench.report import write_report
     # --quick: workload (a), grserve and HF only, shorter swept runs (a few minutes)
-    quick = {"duration_s": 2.0, "min_requests": 12, "agreement_requests": 16} if args.quick else {}
+    quick = {"duration_s": 2.0, "min_requests": 12, "agreement_requests": 8, "baseline_requests": 8} \
+        if args.quick else {}
     opts = BenchOptions(slo_ms=args.slo_ms, quick=args.quick, vllm_python=args.vllm_python, out_dir=args.out,
                         workloads=args.workloads, beam_width=args.beam_width, **(quick | _given(args)))
     run = run_bench(opts)
@@ -118,9 +119,11 @@ def add_bench_parser(sub, with_model) -> None:
     p.add_argument("--workloads", default="ab", help="a: MovieLens-100K; b: synthetic 1M items (default: ab)")
     _sweep_flags(p)
     p.add_argument("--flops-seconds", type=float, help="time cap of each peak FLOP/s measurement (default 10)")
-    p.add_argument("--baseline-requests", type=int, help="requests of HF's and vLLM's peak (default 32)")
+    p.add_argument("--baseline-requests", type=int, help="requests of HF's and vLLM's peak (default 32; "
+                   "--quick 8)")
+    p.add_argument("--hf-batch", type=int, help="prompts per HF generate (default 1, which serves it best here)")
     p.add_argument("--agreement-requests", type=int,
-                   help="prompts every system answers for the agreement (default 32, --quick 16)")
+                   help="prompts every system answers for the agreement (default 32, --quick 8)")
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_gr)
 

@@ -36,7 +36,10 @@ class BenchOptions:
     peak_requests: int = 64  # grserve's peak; also its warm-up after each (re)start
     baseline_requests: int = 32  # HF's and vLLM's peak
     agreement_requests: int = 32  # prompts whose answers every system gives, compared with grserve's
-    max_batch: int = 16  # prompts per call for the library baselines (HF generate, vLLM beam_search)
+    max_batch: int = 16  # prompts per vLLM beam_search call
+    # prompts per HF generate: batched it measured slower per request (0.54 vs 0.71 requests/s at 16 vs 1,
+    # benchmarks/results/hf-batching-*.json): its beam reorder copies every prompt's W-fold cache each step
+    hf_batch: int = 1
     timeout_s: float = 300.0
     fractions: tuple[float, ...] = SWEEP
     flops_seconds: float = 10.0  # time cap of each peak FLOP/s measurement
@@ -94,9 +97,9 @@ def measure(group: list, workload: Workload, opts: BenchOptions, requests: dict[
 
 def _baselines(workload: Workload, opts: BenchOptions) -> list:
     from grserve.bench.baselines import HFBeamSearch, VLLMBeamSearch
-    # Both take up to max_batch waiting prompts per call, as a thin serving wrapper would batch them.
+    # Each takes up to its batch of waiting prompts per call, as a thin serving wrapper would batch them.
     systems = [QueuedBaseline(HFBeamSearch(workload.model_dir), workload.beam_width, workload.top_n,
-                              max_batch=opts.max_batch)]
+                              max_batch=opts.hf_batch)]
     if opts.vllm_python and not opts.quick:
         systems.append(QueuedBaseline(VLLMBeamSearch(workload.model_dir, python=opts.vllm_python),
                                       workload.beam_width, workload.top_n, max_batch=opts.max_batch))
@@ -143,8 +146,11 @@ def _plan(opts: BenchOptions) -> list:
         for P in (256, 1024, 2048):
             for W in (128, 256, 512):
                 first = (P, W) == (256, 128)
+                # ablations also at the widest beam: where a technique does not pay at W=128, W=512 shows
+                # whether it does at scale
+                ablate = first or (P, W) == (256, 512)
                 plan.append((synthetic_workload(model_dir, P, W, requests=16),
-                             ABLATIONS if first else {"grserve": {}}, first, first, 8))
+                             ABLATIONS if ablate else {"grserve": {}}, first, first, 8))
     return plan
 
 
