@@ -9,8 +9,9 @@ from pathlib import Path
 def cmd_attention(args) -> None:
     from grserve.bench.attention import run_attention_bench
     from grserve.bench.engine_vs_reference import run_engine_bench
+    from grserve.bench.machine import machine_info
     from grserve.bundle import GRBundle
-    result = {"attention": run_attention_bench(prompt_len=args.prompt_len, beam_width=args.beam_width),
+    result = {"machine": machine_info(), "attention": run_attention_bench(prompt_len=args.prompt_len, beam_width=args.beam_width),
               "engine_vs_reference": run_engine_bench(GRBundle.load(args.model, device=args.device),
                                                       beam_width=args.engine_beam_width, requests=args.requests)}
     text = json.dumps(result, indent=2)

@@ -66,17 +66,20 @@ class Turns:
 
     def use(self, system):
         if self.live is not system:
-            self.close()
+            self._stop_live()
             system.start()
             self.live = system
             if self.warmup.get(system.name):
                 asyncio.run(saturate(self.senders[system.name], self.warmup[system.name]))
         return system
 
-    def close(self) -> None:
+    def _stop_live(self) -> None:
         if self.live is not None:
             self.live.close()
             self.live = None
+
+    def close(self) -> None:
+        self._stop_live()
         self.progress.close()
 
 

@@ -68,6 +68,7 @@ def test_bench_attention(tmp_path, tiny_model_dir):
     assert attention["max_abs_diff"] < 1e-4  # staged and expanded attention agree
     assert attention["speedup_kernels"] == pytest.approx(attention["expanded_sdpa_ms"] / attention["staged_ms"])
     assert result["engine_vs_reference"]["same_items"]
+    assert result["machine"]["cpu"] and isinstance(result["machine"]["isa"], list)
 
 
 def test_bench_llm(tmp_path, monkeypatch):

@@ -32,3 +32,33 @@ def test_an_unanswered_request_fails_the_rate():
 def test_a_run_with_no_answer_has_infinite_p99():
     point = rate_point(5.0, [run(None, ok=0), run(None, ok=0), run(120)], 200.0)
     assert math.isinf(point["p99_ms"]) and not point["passed"]
+
+
+class FakeSystem:
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def start(self):
+        self.log.append(("start", self.name))
+
+    def close(self):
+        self.log.append(("close", self.name))
+
+
+def test_turns_keep_one_system_alive_and_count_runs():
+    import asyncio
+
+    from grserve.bench.sweep import Turns, TurnOptions, measure_peaks
+
+    async def send(i):
+        await asyncio.sleep(0)
+    log = []
+    a, b = FakeSystem("a", log), FakeSystem("b", log)
+    turns = Turns({"a": send, "b": send}, {})
+    out = measure_peaks([a, b], turns, {"a": 3, "b": 2}, TurnOptions(repeats=2), lambda s: {})
+    assert turns.progress.n == 4  # two turns of two systems
+    turns.close()
+    # started and closed in turn, never two alive at once
+    assert log == [("start", "a"), ("close", "a"), ("start", "b"), ("close", "b"),
+                   ("start", "a"), ("close", "a"), ("start", "b"), ("close", "b")]
+    assert [p["requests"] for p in out["a"]["peaks"]] == [3, 3] and out["b"]["peak_requests"] == 2
