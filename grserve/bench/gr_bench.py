@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -64,9 +65,11 @@ def _first_turn(workload: Workload, opts: BenchOptions, valid: set):
         async def answers():
             return await asyncio.gather(*(system.answer(p) for p in workload.prompts[:opts.agreement_requests]))
         got = asyncio.run(answers())
+        # a lone request that failed counts as endless: the system is then not swept, and the record says why
         alone = [summarize(asyncio.run(saturate(_sender(system, workload), 1, opts.timeout_s)))["p50_ms"]
                  for _ in range(3)]
-        return {"single_request_ms": statistics.median(alone), "agreement_requests": len(got),
+        return {"single_request_ms": statistics.median(math.inf if a is None else a for a in alone),
+                "single_request_failures": alone.count(None), "agreement_requests": len(got),
                 "answers": [[list(t) for t in a] for a in got],
                 "invalid_share": sum(t not in valid for a in got for t in a) / max(1, sum(len(a) for a in got))}
     return record
@@ -90,7 +93,9 @@ def measure(group: list, workload: Workload, opts: BenchOptions, requests: dict[
         m["qps_at_slo"] = qps_at_slo(m["sweep"])
         if system not in swept:
             alone = m["single_request_ms"]
-            m["note"] = (f"one request alone takes {alone:.0f} ms > SLO {opts.slo_ms:.0f} ms: max rate at the "
+            m["note"] = (f"{m['single_request_failures']} of 3 lone requests failed: max rate at the SLO is 0"
+                         if m["single_request_failures"] else
+                         f"one request alone takes {alone:.0f} ms > SLO {opts.slo_ms:.0f} ms: max rate at the "
                          f"SLO is 0") if alone > opts.slo_ms else "not swept"
     return out
 

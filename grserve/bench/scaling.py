@@ -41,7 +41,7 @@ def run_scaling(counts: tuple[int, ...] = (1, 2, 3), opts: BenchOptions | None =
         for n in counts:
             ports, router_port = [_free_port() for _ in range(n)], _free_port()
             procs = [subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--port", str(p), "--register", etcd.url,
-                                       "--lease-ttl-s", "3", "--heartbeat-s", "0.5", "--max-queue-requests", "100000",
+                                       "--lease-ttl-s", "10", "--heartbeat-s", "0.5", "--max-queue-requests", "100000",
                                        "--default-timeout-ms", "60000", "--target-step-ms", str(opts.slo_ms / 2),
                                        # instances share the machine's cores: split them rather than oversubscribe
                                        "--threads", str(max(1, (os.cpu_count() or 1) // n))],

@@ -17,7 +17,9 @@ from tests.server.conftest import free_port
 def test_sigterm_during_load_loses_no_admitted_request(tiny_model_dir):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", tiny_model_dir, "--port", str(port),
-                             "--max-batch-requests", "2", "--default-timeout-ms", "60000", "--log-requests"],
+                             "--max-batch-requests", "2", "--default-timeout-ms", "60000", "--log-requests",
+                             # a slow machine must not cut the drain short: the test is about losing nothing
+                             "--drain-timeout-s", "120"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
