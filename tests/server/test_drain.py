@@ -14,6 +14,17 @@ from grserve.client import AsyncGRServeClient, GRServeError
 from tests.server.conftest import free_port
 
 
+def _admitted(url: str) -> float:
+    """Recommend requests the server holds or has answered, from its /metrics."""
+    total = 0.0
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in ("grserve:num_requests_waiting", "grserve:num_requests_running") or (
+                name.startswith("grserve:http_requests_total{") and "recommend" in name and 'status="200"' in name):
+            total += float(value)
+    return total
+
+
 def test_sigterm_during_load_loses_no_admitted_request(tiny_model_dir):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", tiny_model_dir, "--port", str(port),
@@ -37,7 +48,11 @@ def test_sigterm_during_load_loses_no_admitted_request(tiny_model_dir):
             async with AsyncGRServeClient(url) as c:
                 load = [asyncio.create_task(c.recommend([f"i{n % 60}"] * 20, top_n=3, beam_width=40))
                         for n in range(60)]
-                await asyncio.sleep(0.3)  # all 60 are admitted: the engine works through them 2 at a time
+                # SIGTERM only once all 60 are in the server (waiting, running or answered), however slow the machine
+                deadline = time.monotonic() + 60
+                while await asyncio.to_thread(_admitted, url) < 60:
+                    assert time.monotonic() < deadline, "the load never reached the server"
+                    await asyncio.sleep(0.02)
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.05)
                 try:
