@@ -31,6 +31,10 @@ class EngineConfig:
     # Offline fills idle capacity and yields to online: online requests arriving while it runs wait a short step.
     offline_step_fraction: float = setting(0.25, "share of target_step_ms that offline requests may add to a batch "
                                                  "beyond its online work")
+    # Ablation switch for admission: off, every request the queue limits allow is admitted (and may then expire).
+    admission_control: bool = setting(True, "refuse at once (429) a request the fitted step-cost model predicts "
+                                            "would miss its deadline, and drop early (504) a waiting one that can "
+                                            "no longer make it (off: admitted by queue length only)")
     max_queue_requests: int = setting(1024, "waiting GR requests beyond which new ones are refused (429)")
     max_queue_rows: int = setting(131072, "waiting GR beam rows beyond which new requests are refused (429)")
     # Ablation switches: each one on is an xGR technique; off is what a generic LLM server does.
