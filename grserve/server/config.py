@@ -27,7 +27,8 @@ class ServerConfig:
                                                 "items dropped, with a warning) or reject (400)")
     max_body_bytes: int = setting(1 << 20, "largest request body in bytes (larger: 413)")
     max_batch_items: int = setting(256, "most histories in one /v1/recommend/batch call")
-    threads: int = setting(0, "torch intra-op threads; 0: torch's default")
+    threads: int = setting(0, "torch threads; 0: the CPUs this process may use (its affinity mask, capped "
+                                 "by its cgroup CPU quota)")
     drain_timeout_s: float = setting(30.0, "after SIGTERM, seconds to wait for admitted requests before exiting")
     log_requests: bool = setting(False, "log one JSON line per request at INFO")
     register: str | None = setting(None, "etcd URL: register this instance there under a lease, with heartbeats")

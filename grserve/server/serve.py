@@ -8,11 +8,11 @@ import logging
 import threading
 import time
 
-import torch
 import uvicorn
 
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
+from grserve.server.threads import size_torch_threads
 
 
 class DrainingServer(uvicorn.Server):
@@ -39,9 +39,10 @@ class DrainingServer(uvicorn.Server):
 
 
 def run_server(config: ServerConfig) -> None:
-    if config.threads:
-        torch.set_num_threads(config.threads)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Before the model loads: torch's default is every core of the host, which oversubscribes the CPUs when
+    # an affinity mask, a cgroup quota or other instances on the host leave this process fewer.
+    size_torch_threads(config.threads)
     app = create_app(config)
     server = DrainingServer(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                            timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
