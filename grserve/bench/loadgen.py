@@ -2,7 +2,8 @@
 earlier ones have returned (as vLLM's `bench serve`), bounded in count and time; and latency summaries.
 
 A request is anything awaitable: `send(i)` sends request i and raises on failure. `http_sender` makes
-one that posts to a grserve URL with aiohttp; the benchmark also wraps in-process systems the same way."""
+one that posts to a grserve URL with aiohttp (a refusal raises `HTTPStatusError`, so its sample keeps the
+status and how long the refusal took); the benchmark also wraps in-process systems the same way."""
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,17 @@ Send = Callable[[int], Awaitable[object]]
 class Sample:
     scheduled: float  # seconds after the start at which the request was due
     sent: float  # seconds after the start at which it was sent
-    latency: float | None  # seconds; None when it failed
+    latency: float | None  # seconds to the answer; for an HTTP refusal, to the refusal; else None when it failed
     status: str  # "ok", "error" or "timeout"
+    code: int | None = None  # the HTTP status of a refusal (429, 504, …); None for answers and other failures
+
+
+class HTTPStatusError(RuntimeError):
+    """An HTTP answer other than 200."""
+
+    def __init__(self, code: int, body: str):
+        super().__init__(f"HTTP {code}: {body[:200]}")
+        self.code = code
 
 
 async def _one(send: Send, i: int, scheduled: float, t0: float, timeout: float | None) -> Sample:
@@ -31,6 +41,8 @@ async def _one(send: Send, i: int, scheduled: float, t0: float, timeout: float |
         return Sample(scheduled, sent - t0, time.perf_counter() - sent, "ok")
     except asyncio.TimeoutError:
         return Sample(scheduled, sent - t0, None, "timeout")
+    except HTTPStatusError as e:  # a refusal is an answer too: overload benchmarks time it
+        return Sample(scheduled, sent - t0, time.perf_counter() - sent, "error", e.code)
     except Exception:
         return Sample(scheduled, sent - t0, None, "error")
 
@@ -77,12 +89,19 @@ def summarize(samples: list[Sample], offered_rate: float | None = None, slo_ms: 
     }
 
 
+def answer_class(sample: Sample) -> str:
+    """What came back for a request sent by `http_sender`: "200", the refusal's status ("429", "504", …), or
+    "other" (no HTTP answer: a connection error or a client-side timeout)."""
+    if sample.status == "ok":
+        return "200"  # http_sender raises on every other status
+    return str(sample.code) if sample.code is not None else "other"
+
+
 def http_sender(session, url: str, payloads: list[dict]) -> Send:
-    """Posts payload i (cycling) to `url` with an aiohttp session; non-200 raises."""
+    """Posts payload i (cycling) to `url` with an aiohttp session; non-200 raises `HTTPStatusError`."""
     async def send(i: int):
         async with session.post(url, json=payloads[i % len(payloads)]) as r:
-            body = await r.json()
             if r.status != 200:
-                raise RuntimeError(f"HTTP {r.status}: {body}")
-            return body
+                raise HTTPStatusError(r.status, await r.text())
+            return await r.json()
     return send

@@ -8,7 +8,7 @@ import math
 import aiohttp
 from aiohttp import web
 
-from grserve.bench.loadgen import Sample, http_sender, open_loop, summarize
+from grserve.bench.loadgen import Sample, answer_class, http_sender, open_loop, summarize
 from tests.server.conftest import free_port
 
 N = 12
@@ -59,3 +59,32 @@ def test_summary_by_hand():
     assert s["goodput"] is None
     within = summarize(samples, offered_rate=3.0, slo_ms=200.0)
     assert within["within_slo"] == 1 and math.isclose(within["goodput"], 1 / 0.8)  # only the 100 ms answer
+
+
+async def run_against_refusing_server(statuses: list[int]):
+    """A server that answers payload {"status": s} with HTTP status s."""
+    async def handler(request):
+        status = (await request.json())["status"]
+        return web.json_response({"error": {"code": status}}, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/recommend", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            send = http_sender(session, f"http://127.0.0.1:{port}/v1/recommend", [{"status": s} for s in statuses])
+            return await open_loop(send, rate=200.0, max_requests=len(statuses), max_seconds=60.0, timeout=30)
+    finally:
+        await runner.cleanup()
+
+
+def test_refusals_keep_their_status_and_latency():
+    statuses = [200, 429, 504, 503, 429, 200]
+    samples = asyncio.run(run_against_refusing_server(statuses))
+    assert [answer_class(s) for s in samples] == [str(s) for s in statuses]
+    assert all(s.latency is not None for s in samples)  # a refusal is timed like an answer
+    assert summarize(samples)["ok"] == 2  # only the 200s count as answered, as before
+    assert answer_class(Sample(0.0, 0.0, None, "timeout")) == answer_class(Sample(0.0, 0.0, None, "error")) == "other"
