@@ -107,6 +107,12 @@ class QueuedBaseline:
         self.baseline.close()
 
 
+def recommend_body(history: list[str], beam_width: int, top_n: int, timeout_ms: float = 60000) -> dict:
+    """A /v1/recommend request of the benchmark: the history kept, so the plain constrained beam search runs."""
+    return {"history": history, "top_n": top_n, "beam_width": beam_width, "exclude_history": False,
+            "timeout_ms": timeout_ms}
+
+
 class HttpSystem:
     """grserve behind HTTP (one instance, or a router over many): the workload's histories are posted to
     /v1/recommend with the history kept (the same plain beam search as the in-process systems)."""
@@ -123,8 +129,7 @@ class HttpSystem:
         self.by_prompt = {tuple(p): h for p, h in zip(prompts, self.histories)}
 
     async def answer(self, prompt: list[int]) -> Triples:
-        body = {"history": self.by_prompt[tuple(prompt)], "top_n": self.top_n, "beam_width": self.beam_width,
-                "exclude_history": False, "timeout_ms": 60000}
+        body = recommend_body(self.by_prompt[tuple(prompt)], self.beam_width, self.top_n)
         import httpx
         loop = asyncio.get_running_loop()
         if loop not in self.clients:
