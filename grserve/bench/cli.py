@@ -78,10 +78,13 @@ def cmd_scaling(args) -> None:
     from grserve.bench.gr_bench import BenchOptions, save
     from grserve.bench.scaling import run_scaling
     opts = BenchOptions(slo_ms=args.slo_ms, beam_width=args.beam_width, **_given(args))
-    run = run_scaling(tuple(int(n) for n in args.instances.split(",")), opts)
+    run = run_scaling(tuple(int(n) for n in args.instances.split(",")), opts, args.failover, args.failover_seconds)
     path = save(run, args.out)
+    failover = {k: v for k, v in run.get("failover", {}).items() if k in ("rate", "by_status", "lost", "fraction_200",
+                                                                            "p99_ms_200")}
     print(json.dumps({"json": str(path), "runs": [{"instances": r["instances"], "peak": r["peak"]["throughput"],
-                                                    "qps_at_slo": r["qps_at_slo"]} for r in run["runs"]]}, indent=2))
+                                                    "qps_at_slo": r["qps_at_slo"]} for r in run["runs"]],
+                      **({"failover": failover} if failover else {})}, indent=2))
 
 
 def cmd_colocation(args) -> None:
@@ -141,6 +144,10 @@ def add_bench_parser(sub, with_model) -> None:
 
     p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
     p.add_argument("--instances", default="1,2,3", help="comma-separated instance counts")
+    p.add_argument("--failover", action="store_true", help="then, over the most instances: half their measured "
+                   "peak, 1 s deadlines, one instance SIGKILLed 2 s in; answers by status, lost, P99")
+    p.add_argument("--failover-seconds", type=float, default=20.0, help="seconds of arrivals of the failover run "
+                   "(default: %(default)s)")
     _sweep_flags(p)
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_scaling)

@@ -96,3 +96,15 @@ def test_bench_scaling(tmp_path):
     assert one["instances"] == 1 and one["peak"]["ok"] == one["peak"]["requests"] == 8
     assert one["agreement_requests"] == run["options"]["agreement_requests"]
     _check_slo_rule(one, run["slo_ms"])
+
+
+def test_bench_scaling_failover(tmp_path):
+    main(["bench", "scaling", "--instances", "2", "--failover", "--failover-seconds", "3", "--beam-width", "16",
+          *SWEEP, "--repeats", "1", "--out", str(tmp_path)])
+    run = _written(tmp_path, "scaling-*.json")
+    [two], failover = run["runs"], run["failover"]
+    assert failover["instances"] == 2 and failover["victim_exit"] == -9  # SIGKILLed
+    assert failover["rate"] == pytest.approx(max(two["peak"]["throughput"] / 2, 0.5))
+    # every request is counted once: answered with some status, or lost
+    assert sum(failover["by_status"].values()) + failover["lost"] == failover["requests"] > 0
+    assert failover["fraction_200"] == failover["by_status"].get("200", 0) / failover["requests"]
