@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 
 from grserve.bench.loadgen import open_loop
+from grserve.bench.systems import recommend_body
 
 # Past its deadline the router answers 504 at once; a request still unanswered this long after its deadline
 # is counted lost (the router hung or dropped it), not merely late.
@@ -73,8 +74,7 @@ def run_failover(url: str, histories: list[list[str]], beam_width: int, top_n: i
                  seed: int = 0) -> dict:
     """Poisson arrivals at `rate`/s for `duration_s` seconds to the router at `url`, each request with
     `timeout_ms` as its deadline; `victim` (an instance process) is SIGKILLed `kill_at_s` seconds in."""
-    payloads = [{"history": h, "top_n": top_n, "beam_width": beam_width, "exclude_history": False,
-                 "timeout_ms": timeout_ms} for h in histories]
+    payloads = [recommend_body(h, beam_width, top_n, timeout_ms) for h in histories]
     statuses, samples = asyncio.run(_load(url, payloads, rate, duration_s, timeout_ms, victim,
                                           min(kill_at_s, duration_s), seed))
     return {"rate": rate, "duration_s": duration_s, "kill_at_s": kill_at_s, "timeout_ms": timeout_ms,
