@@ -24,7 +24,7 @@ class FakeInstance:
     `answer` the port refuses connections, as a crashed process's does until its lease expires."""
 
     def __init__(self, registry: Registry, name: str, answer: Answer | None, block_size: int = 16,
-                 prefix_hashes: list[int] | None = None):
+                 prefix_hashes: list[int] | None = None, kinds: tuple[str, ...] = ("llm",)):
         self.answer = answer
         self.requests: list[tuple[str, dict]] = []
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -36,7 +36,7 @@ class FakeInstance:
             self._sock.close()
         else:
             self._acceptor.start()
-        info = InstanceInfo(instance_id=name, address=f"http://127.0.0.1:{port}", model="fake-llm", kinds=["llm"],
+        info = InstanceInfo(instance_id=name, address=f"http://127.0.0.1:{port}", model="fake-llm", kinds=list(kinds),
                             block_size=block_size, prefix_hashes=list(prefix_hashes or []))
         self.registration = registry.register(info, ttl=5)
         # alive, with no load to report; beats well inside the 2-beat suspicion window even on a busy machine
@@ -85,12 +85,21 @@ def reported_hashes(block_size: int, *prompts: list[int]) -> list[int]:
     return manager.registered_hashes(limit=4096)
 
 
-def answer_json(body: dict, status: int = 200) -> Answer:
+def answer_json(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
     def answer(conn: socket.socket) -> None:
         payload = json.dumps(body).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         conn.sendall(f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(payload)}\r\n"
-                     f"connection: close\r\n\r\n".encode() + payload)
+                     f"{extra}connection: close\r\n\r\n".encode() + payload)
     return answer
+
+
+def answer_after(release: threading.Event, answer: Answer) -> Answer:
+    """`answer`, once `release` is set (or after 30 s): an instance still computing."""
+    def delayed(conn: socket.socket) -> None:
+        release.wait(30)
+        answer(conn)
+    return delayed
 
 
 def drop(conn: socket.socket) -> None:
