@@ -11,6 +11,7 @@ import pytest
 
 from grserve.service.etcd_server import EtcdServer
 from grserve.service.registry import Registry
+from grserve.server.threads import cpu_slices, pin_to
 from tests.server.conftest import free_port
 
 
@@ -40,10 +41,20 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str = "the c
     return result
 
 
-def start_instance(model_dir, etcd_url: str, *flags: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """A real `grserve serve --register` process on loopback (2 s lease, heartbeats every 0.5 s), and its URL."""
+def start_instance(model_dir, etcd_url: str, *flags: str, port: int | None = None,
+                   cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `grserve serve --register` process on loopback (2 s lease, heartbeats every 0.5 s), and its URL.
+    `cpus` (one of `instance_cpus(n)`) pins it there with as many torch threads: instances started side by side
+    get disjoint CPUs rather than each running a thread per core of the machine."""
     port = port or free_port()
+    threads = ["--threads", str(len(cpus))] if cpus else []
     proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--model", str(model_dir), "--port", str(port),
-                             "--register", etcd_url, "--lease-ttl-s", "2", "--heartbeat-s", "0.5", *flags],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--register", etcd_url, "--lease-ttl-s", "2", "--heartbeat-s", "0.5", *threads, *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=pin_to(cpus) if cpus else None)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def instance_cpus(n: int) -> list[set[int]]:
+    """CPUs for `n` instances on this machine: disjoint while there are enough (see cpu_slices)."""
+    return cpu_slices(n)

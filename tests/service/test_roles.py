@@ -68,13 +68,13 @@ def test_instances_started_with_dynamic_pd_cover_a_prefill_backlog(etcd, llm_dir
     """Two real decode processes with --dynamic-pd beside a (fake) prefill instance reporting a backlog of 12
     prompts: exactly one of them turns prefill, and the pair stays so."""
     from grserve.service.registry import Registry
-    from tests.service.conftest import start_instance, wait_for
+    from tests.service.conftest import instance_cpus, start_instance, wait_for
     registry = Registry(etcd.url)  # where `serve --register` writes
     fake = registry.register(InstanceInfo("backlogged-prefill", "http://127.0.0.1:9", llm_dir.name, ["llm"],
                                           role="prefill", queue_depth=12), ttl=5)
     fake.start_heartbeats(lambda: {"queue_depth": 12}, interval=0.5)
-    procs = [start_instance(llm_dir, etcd.url, "--role", "decode", "--dynamic-pd", "--threads", "1")
-             for _ in range(2)]
+    procs = [start_instance(llm_dir, etcd.url, "--role", "decode", "--dynamic-pd", cpus=cpus)
+             for cpus in instance_cpus(2)]
     urls = {url.removeprefix("http://") for _, url in procs}
 
     def roles() -> list[str]:

@@ -12,7 +12,7 @@ import pytest
 from grserve.recommender import Recommender
 from grserve.service.router import create_router_app
 from tests.server.conftest import free_port, running
-from tests.service.conftest import start_instance, wait_for
+from tests.service.conftest import instance_cpus, start_instance, wait_for
 
 
 def live(url: str) -> dict:
@@ -21,8 +21,9 @@ def live(url: str) -> dict:
 
 @pytest.fixture
 def cluster(etcd, tiny_model_dir):
-    ports = [free_port() for _ in range(3)]
-    procs = {p: start_instance(tiny_model_dir, etcd.url, "--default-timeout-ms", "20000", port=p)[0] for p in ports}
+    ports, cpus = [free_port() for _ in range(3)], instance_cpus(3)
+    procs = {p: start_instance(tiny_model_dir, etcd.url, "--default-timeout-ms", "20000", port=p, cpus=c)[0]
+             for p, c in zip(ports, cpus)}
     try:
         with running(create_router_app(etcd.url, "least-loaded", retries=2, poll_interval=0.2)) as url:
             wait_for(lambda: len(live(url)) == 3, 60, "3 instances registered")
@@ -62,7 +63,8 @@ def test_sigkill_under_load_loses_no_request(cluster, tiny_bundle, etcd, tiny_mo
     assert len(live(url)) == 2
     old = {i: v["incarnation"] for i, v in live(url).items()}
     # restarted on the same port: it rejoins, with a new incarnation
-    procs[ports[0]], _ = start_instance(tiny_model_dir, etcd.url, "--default-timeout-ms", "20000", port=ports[0])
+    procs[ports[0]], _ = start_instance(tiny_model_dir, etcd.url, "--default-timeout-ms", "20000", port=ports[0],
+                                        cpus=instance_cpus(3)[0])
     wait_for(lambda: dead in live(url), 60, "the restarted instance to rejoin")
     assert live(url)[dead]["incarnation"] not in old.values()
     r = httpx.post(url + "/v1/recommend", json={"history": ["i1"], "top_n": 3, "beam_width": 8})

@@ -12,7 +12,7 @@ from grserve.kv.block_manager import prefix_hashes
 from grserve.model.tokenizer import chat_prompt, load_tokenizer
 from grserve.service.router import create_router_app
 from tests.server.conftest import running
-from tests.service.conftest import start_instance, wait_for
+from tests.service.conftest import instance_cpus, start_instance, wait_for
 from tests.service.fake_instance import FakeInstance, answer_json, forwarded, reported_hashes
 
 STORY = ("the quick brown fox jumps over the lazy dog and the cat sat on the mat while the dog slept, "
@@ -59,7 +59,7 @@ def test_each_prompt_goes_where_its_prefix_is_cached(etcd, registry, prefix, tok
 
 
 def test_real_instances_report_their_caches_and_get_their_prefixes(etcd, llm_dir, tokenizer):
-    procs = [start_instance(llm_dir, etcd.url, "--threads", "1")[0] for _ in range(2)]
+    procs = [start_instance(llm_dir, etcd.url, cpus=cpus)[0] for cpus in instance_cpus(2)]
     try:
         # `grserve serve --register` writes under the default prefix, which other tests' GR instances share
         with running(create_router_app(etcd.url, "cache-aware", poll_interval=0.2, tokenizer=tokenizer)) as url:

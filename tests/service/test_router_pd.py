@@ -12,7 +12,7 @@ from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
 from grserve.service.router import create_router_app
 from tests.server.conftest import running
-from tests.service.conftest import start_instance, wait_for
+from tests.service.conftest import instance_cpus, start_instance, wait_for
 
 PROMPTS = [[(7 * i + k) % 390 + 5 for i in range(n)] for k, n in ((0, 150), (1, 40), (2, 9))]
 
@@ -36,8 +36,8 @@ def generate(url: str, prompt: list[int], stream: bool) -> str:
 
 
 def test_prefill_decode_pair_answers_as_a_mixed_instance(etcd, llm_dir):
-    (p_proc, p_url), (d_proc, d_url) = (start_instance(llm_dir, etcd.url, "--role", role, "--threads", "1")
-                                        for role in ("prefill", "decode"))
+    (p_proc, p_url), (d_proc, d_url) = (start_instance(llm_dir, etcd.url, "--role", role, cpus=cpus)
+                                        for role, cpus in zip(("prefill", "decode"), instance_cpus(2)))
     try:
         with running(create_app(ServerConfig(model=str(llm_dir)))) as mixed, \
                 running(create_router_app(etcd.url, "least-loaded", poll_interval=0.2)) as router:
