@@ -14,6 +14,7 @@ from grserve.bench.machine import machine_info
 from grserve.bench.systems import GrserveSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
+from grserve.engine.config import step_target_ms
 from grserve.engine.request import GRRequest
 
 
@@ -40,7 +41,7 @@ def run_colocation(online_rate: float = 20.0, duration_s: float = 8.0, backlog: 
                    slo_ms: float = 200.0) -> dict:
     workload = movielens_workload()
     system = GrserveSystem("grserve", GRBundle.load(workload.model_dir), workload.beam_width, workload.top_n,
-                           target_step_ms=slo_ms / 2)
+                           target_step_ms=step_target_ms(slo_ms))
     system.start()
     try:
         send = (lambda i: system.answer(workload.prompts[i % len(workload.prompts)]))

@@ -21,6 +21,7 @@ from grserve.bench.sweep import SWEEP, Turns, TurnOptions, measure_peaks, qps_at
 from grserve.bench.systems import ABLATIONS, GrserveSystem, QueuedBaseline
 from grserve.bench.workloads import Workload, movielens_workload, synthetic_model_dir, synthetic_workload
 from grserve.bundle import GRBundle
+from grserve.engine.config import step_target_ms
 
 
 @dataclass
@@ -126,8 +127,8 @@ def run_workload(workload: Workload, opts: BenchOptions, systems: dict, baseline
               # MFU counts live rows only: with 64 first-level codes, at most 64 of W=128 rows decode usefully
               "flops_per_request": request_flops(bundle.model.config, workload.prompt_len, rows),
               "systems": {}}
-    # Steps of at most half the SLO: a request then waits at most about one step before its own.
-    ours = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches, opts.slo_ms / 2)
+    # Steps fit the SLO as the server fits them to its default deadline (step_target_ms).
+    ours = [GrserveSystem(name, bundle, workload.beam_width, workload.top_n, switches, step_target_ms(opts.slo_ms))
             for name, switches in systems.items()]
     theirs = _baselines(workload, opts) if baselines else []
     requests = {s.name: grserve_requests for s in ours} | {s.name: opts.baseline_requests for s in theirs}

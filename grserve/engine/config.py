@@ -17,6 +17,16 @@ OVERLAP_HELP = ("prepare the next batch on a second thread while the current one
                 "accelerators, off on the CPU")
 
 
+# A step of a third of the deadline leaves a request arriving during a full step its own step and as much
+# again for queueing.
+STEP_SHARE_OF_DEADLINE = 1 / 3
+
+
+def step_target_ms(deadline_ms: float) -> float:
+    """The step target that fits requests of this deadline (or latency SLO)."""
+    return deadline_ms * STEP_SHARE_OF_DEADLINE
+
+
 @dataclass
 class EngineConfig:
     max_beam_width: int = setting(512, "widest beam a GR request may ask for (wider: 400)")
@@ -24,10 +34,11 @@ class EngineConfig:
     max_batch_prompt_tokens: int = setting(32768, "most prompt tokens in one GR batch: requests x their padded "
                                                   "prompt length")
     max_batch_requests: int = setting(64, "most requests in one GR batch")
-    # A request then waits at most about two steps.
+    # A request waits for the step in flight, then its own: about two steps, plus queueing.
     target_step_ms: float | None = setting(None, "latency target of one GR engine step in ms: batches are cut so "
-                                                 "that their time, estimated from the steps so far, stays under it; "
-                                                 "unset: the batch budgets only")
+                                                 "that their time, estimated from the steps so far, stays under it "
+                                                 "(and under the deadline of their most urgent request); unset: "
+                                                 "grserve serve derives it from default_timeout_ms (step_target_ms)")
     # Offline fills idle capacity and yields to online: online requests arriving while it runs wait a short step.
     offline_step_fraction: float = setting(0.25, "share of target_step_ms that offline requests may add to a batch "
                                                  "beyond its online work")

@@ -24,6 +24,7 @@ from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.model_runner import BatchBeams, GRModelRunner, PreparedBatch
 from grserve.engine.request import GRRequest, GRResult, InvalidRequest
 from grserve.engine.scheduler import FixedStepScheduler
+from grserve.engine.step_plan import step_work
 
 
 class GREngine:
@@ -180,7 +181,7 @@ class GREngine:
 
     def _step(self, batch: PreparedBatch) -> None:
         started = time.perf_counter()
-        self.running_requests, self.running_rows = len(batch.requests), len(batch.requests) * batch.width
+        self.running_requests, self.running_rows = len(batch.requests), batch.rows
         try:
             beams = self.runner.run(batch)
         except Exception as e:  # a failed batch fails its requests, never the engine
@@ -189,8 +190,11 @@ class GREngine:
             return
         finally:
             self.running_requests = self.running_rows = 0
-        compute_ms = 1000 * (time.perf_counter() - started)
-        self.scheduler.observe_step(len(batch.requests), batch.width, batch.ids.shape[1], compute_ms / 1000)
+        finished = time.perf_counter()
+        compute_ms = 1000 * (finished - started)
+        timed = [r for r in batch.requests if r.deadline is not None]
+        late = sum(finished > r.deadline for r in timed)
+        self.scheduler.observe_step(step_work(batch.requests), compute_ms / 1000, late, len(timed) - late)
         for hook in self.step_hooks:
             hook(batch, beams)
         tables = self.runner.tables

@@ -35,7 +35,13 @@ class PreparedBatch:
 
     @property
     def width(self) -> int:
+        """The widest request's beam: the grid's width in beam selection."""
         return int(self.widths.max())
+
+    @property
+    def rows(self) -> int:
+        """Beam rows the step computes: each request's own width (rows are packed, not padded)."""
+        return int(self.widths.sum())
 
 
 @dataclass
@@ -85,65 +91,81 @@ class GRModelRunner:
 
     @torch.no_grad()
     def run(self, batch: PreparedBatch) -> BatchBeams:
+        """Rows are packed: each request computes only its own live beams (at most its own width), never rows
+        padded to the batch's widest. Selection works on the R x W grid of (request, beam) slots, where a packed
+        row sits at grid position `grid[i]`; the model and the KV see only the packed rows."""
         dev, model, vocab = self.device, self.bundle.model, self.bundle.vocab
         R, W = len(batch.requests), batch.width
         clock = time.perf_counter()
         logits, shared = model(batch.ids.to(dev), batch.positions.to(dev), batch.mask.to(dev))
         logprobs = self._logprobs(logits)
         spent = {"prefill": time.perf_counter() - clock, "decode": 0.0, "select": 0.0}
-        nodes = torch.zeros(R, dtype=torch.long)
-        scores = torch.zeros(R)
-        request_of_row = torch.arange(R)
+        nodes, scores = torch.zeros(R, dtype=torch.long), torch.zeros(R)
+        grid, grid_width = torch.arange(R), 1  # level 0: one row per request
         tokens = None
         for level in range(vocab.levels):
-            if level == 1:
-                self.kv.begin(shared, batch.valid.to(dev), W)
             if level > 0:
                 clock = time.perf_counter()
-                pos = (batch.lengths[request_of_row] + level - 1)[:, None]
+                if level == 1:
+                    self.kv.begin(shared, batch.valid.to(dev), W, grid.to(dev))
+                pos = (batch.lengths[grid // grid_width] + level - 1)[:, None]
                 logits, _ = model(tokens[:, None].to(dev), pos.to(dev), past=self.kv)
                 logprobs = self._logprobs(logits)
                 spent["decode"] += time.perf_counter() - clock
             clock = time.perf_counter()
-            parent, slot, scores = self._select(batch, level, logprobs, nodes, scores, request_of_row, W)
+            parent_slot, slot, best = self._select(batch, level, logprobs, nodes, scores, grid, grid_width, W)
+            # The new packed rows: the live grid slots, each continuing the packed row its parent slot holds.
+            packed_of_slot = torch.full((R * grid_width,), -1, dtype=torch.long)
+            packed_of_slot[grid] = torch.arange(len(grid))
+            keep = torch.isfinite(best)
+            grid, grid_width = keep.nonzero().squeeze(1), W
+            parent = packed_of_slot[parent_slot[keep]]
             table = self.tables.levels[level]
-            tokens = table.tokens[nodes[parent], slot]
-            nodes = torch.where(torch.isfinite(scores), table.base[nodes[parent]] + slot, 0)
-            request_of_row = torch.arange(R).repeat_interleave(W)
+            tokens = table.tokens[nodes[parent], slot[keep]]
+            nodes, scores = table.base[nodes[parent]] + slot[keep], best[keep]
             if level == 1:
-                self.kv.reorder(parent.to(dev))
+                self.kv.reorder(parent.to(dev), grid.to(dev))
             spent["select"] += time.perf_counter() - clock
-        live = torch.isfinite(scores).view(R, W)
-        return BatchBeams([nodes.view(R, W)[r][live[r]].tolist() for r in range(R)],
-                          [scores.view(R, W)[r][live[r]].tolist() for r in range(R)],
+            if not len(grid):
+                break  # every beam was filtered out: no request has anything left to decode
+        counts = torch.bincount(grid // W, minlength=R).tolist()  # packed rows stay best first per request
+        return BatchBeams([t.tolist() for t in nodes.split(counts)], [t.tolist() for t in scores.split(counts)],
                           spent["prefill"], spent["decode"], spent["select"], sum(self.kv.kv_bytes().values()))
 
-    def _select(self, batch, level, logprobs, nodes, scores, request_of_row, W):
-        """Best W children per request → (parent row, child slot, score) for R*W new rows, request-major;
-        rows past a request's own width (or its supply of candidates) score -inf."""
+    def _candidates(self, batch, level, logprobs, nodes, scores, grid, grid_width, W):
+        """Each packed row's best W children: (values, child slots) [rows, k], sorted."""
         table = self.tables.levels[level]
         D = table.max_degree
         children = table.base[nodes][:, None] + torch.arange(D)
-        ok = table.valid[nodes] & torch.isfinite(scores)[:, None]
-        opened = open_children(batch.filters, request_of_row, children, level, self.tables.num_nodes(level))
+        ok = table.valid[nodes]
+        opened = open_children(batch.filters, grid // grid_width, children, level, self.tables.num_nodes(level))
         if opened is not None:
             ok &= opened
         if self.config.trie_candidates:
             cand = (scores[:, None] + logprobs.gather(1, table.tokens[nodes])).masked_fill(~ok, float("-inf"))
-            values, slots = per_beam_topk(cand, W)
-        else:
-            # Ablation: mask the whole vocabulary row, top-k over it, then find each token's child slot.
-            dense = torch.full_like(logprobs, float("-inf"))
-            # Closed slots all write -inf to token 0 (<pad>, never a child), so only open children are 0.
-            dense.scatter_(1, torch.where(ok, table.tokens[nodes], PAD),
-                           torch.zeros(ok.shape).masked_fill(~ok, float("-inf")))
-            values, top_tokens = per_beam_topk(scores[:, None] + logprobs + dense, W)
-            slots = torch.searchsorted(table.tokens[nodes], top_tokens).clamp(max=D - 1)
-        rows, k = values.shape
-        per_request = rows // len(batch.requests)
+            return per_beam_topk(cand, W)
+        # Ablation: mask the whole vocabulary row, top-k over it, then find each token's child slot.
+        dense = torch.full_like(logprobs, float("-inf"))
+        # Closed slots all write -inf to token 0 (<pad>, never a child), so only open children are 0.
+        dense.scatter_(1, torch.where(ok, table.tokens[nodes], PAD), torch.zeros(ok.shape).masked_fill(~ok, float("-inf")))
+        values, top_tokens = per_beam_topk(scores[:, None] + logprobs + dense, W)
+        return values, torch.searchsorted(table.tokens[nodes], top_tokens).clamp(max=D - 1)
+
+    def _select(self, batch, level, logprobs, nodes, scores, grid, grid_width, W):
+        """Best W children per request over its packed rows → (parent grid slot, child slot, score) for the
+        R x W new grid slots, request-major; slots past a request's own width (or its supply of candidates)
+        score -inf."""
+        R = len(batch.requests)
+        values, slots = self._candidates(batch, level, logprobs, nodes, scores, grid, grid_width, W)
+        k = values.shape[1]
+        # Back on the grid for the per-request selection: absent slots hold no candidate.
+        grid_values = torch.full((R * grid_width, k), float("-inf"))
+        grid_values[grid] = values
+        grid_slots = torch.zeros((R * grid_width, k), dtype=torch.long)
+        grid_slots[grid] = slots
         select = early_topk if self.config.early_topk else full_topk
-        best, beam, column = select(values.view(-1, per_request, k), W)
-        if best.shape[1] < W:  # fewer candidates than beams: pad with dead rows
+        best, beam, column = select(grid_values.view(R, grid_width, k), W)
+        if best.shape[1] < W:  # fewer candidates than beams: pad with dead slots
             pad = W - best.shape[1]
             best = torch.cat([best, best.new_full((best.shape[0], pad), float("-inf"))], 1)
             beam, column = (torch.cat([t, t.new_zeros((t.shape[0], pad))], 1) for t in (beam, column))
@@ -152,5 +174,5 @@ class GRModelRunner:
             # New beams grouped by parent, so the KV reorder gathers rows in order.
             order = beam.argsort(dim=1, stable=True)
             best, beam, column = (t.gather(1, order) for t in (best, beam, column))
-        parent = (torch.arange(len(batch.requests))[:, None] * per_request + beam).reshape(-1)
-        return parent, slots[parent, column.reshape(-1)], best.reshape(-1)
+        parent = (torch.arange(R)[:, None] * grid_width + beam).reshape(-1)
+        return parent, grid_slots[parent, column.reshape(-1)], best.reshape(-1)

@@ -18,11 +18,17 @@ class InvalidRequest(ValueError):
 
 
 class DeadlineExceeded(Exception):
-    """The request's deadline passed before the engine could start it."""
+    """The request cannot be answered by its deadline: it passed, or the request's own step would end after it."""
 
 
 class EngineOverloaded(Exception):
-    """The admission queue is full (by requests or by beam rows); the caller should retry later."""
+    """Refused at admission: the queue is full (by requests or by beam rows; `reason` "queue_full"), or the work
+    queued ahead would answer the request after its deadline ("deadline"). `retry_after_s`: when the queue ahead
+    is predicted to have cleared (None: unknown)."""
+
+    def __init__(self, message: str, reason: str = "queue_full", retry_after_s: float | None = None):
+        super().__init__(message)
+        self.reason, self.retry_after_s = reason, retry_after_s
 
 
 @dataclass
@@ -32,7 +38,7 @@ class GRRequest:
     top_n: int
     exclude: set[int] = field(default_factory=set)  # item rows never returned (history included)
     allow: set[int] | None = None  # when given, only these item rows may be returned
-    deadline: float | None = None  # time.perf_counter() by which it must start, or None
+    deadline: float | None = None  # time.perf_counter() by which it must be answered, or None
     priority: int = 0  # 0 online, 1 offline: offline waits while any online request can start
     request_id: int = field(default_factory=lambda: next(_ids))
     arrival: float = field(default_factory=time.perf_counter)

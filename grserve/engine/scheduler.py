@@ -1,9 +1,13 @@
-"""Fixed-step scheduling: a request is scheduled once and its whole 3-level beam search runs in one
-engine step, so the scheduler only forms batches. Waiting requests are ordered by priority (online
-before offline: offline work only fills capacity online requests leave), then deadline (earliest first;
-no deadline last), then arrival; a batch takes them in that order while the padded beam rows
-(requests x widest beam) and padded prompt tokens (requests x longest prompt) stay within budget.
-Requests whose deadline has passed, or that were cancelled, are never started. Every field is read and
+"""Fixed-step scheduling and deadline-aware admission: a request is scheduled once and its whole beam search
+runs in one engine step, so the scheduler forms batches and decides what to admit.
+
+Waiting requests are ordered by priority (online before offline: offline work only fills capacity online
+requests leave), then deadline (earliest first; no deadline last), then arrival; a step takes them in that
+order as `step_plan` cuts it. A request's deadline is when it must be answered. With admission control on,
+`add` plans the steps ahead by the fitted step-cost model (the step computing now, the work queued ahead of
+the request in its class, then its own step) and refuses at once a request that would miss its deadline, or
+would make one admitted before it miss its own; a waiting request that can no longer make its deadline even
+alone is dropped early. Requests past their deadline, or cancelled, never start. Every field is read and
 written under `ready` (the step and prepare threads both schedule; the step thread also records step times)."""
 from __future__ import annotations
 
@@ -11,57 +15,42 @@ import heapq
 import math
 import threading
 import time
-from collections import deque
-
-import numpy as np
 
 from grserve.engine.config import EngineConfig
 from grserve.engine.failure import settle
 from grserve.engine.request import DeadlineExceeded, EngineOverloaded, GRRequest
+from grserve.engine.step_cost import StepCostModel
+from grserve.engine.step_plan import StepCut, plan_finishes, step_budget, step_work
 
 
 class FixedStepScheduler:
-    def __init__(self, config: EngineConfig):
-        self.config = config
+    def __init__(self, config: EngineConfig, clock=time.perf_counter):
+        self.config, self.clock = config, clock
         self.waiting: list[tuple[int, float, int, GRRequest]] = []
         self.waiting_rows = 0
         self.ready = threading.Condition()
-        # (work, seconds) of recent steps: step time is modelled as fixed + per-unit cost, where a unit is
-        # a padded beam row or a padded prompt token, fitted by least squares.
-        self.recent_steps: deque[tuple[int, float]] = deque(maxlen=64)
+        self.cost = StepCostModel()
+        self.inflight_end: float | None = None  # predicted end of the step computing now
+        self.refused = self.dropped = 0  # refused at admission / dropped early, for missing their deadlines
         self.closed: Exception | None = None  # once set, `add` raises it: the engine can no longer run requests
 
-    @staticmethod
-    def work(requests: int, width: int, length: int) -> int:
-        return requests * (width + length)
+    @property
+    def target_s(self) -> float:
+        return math.inf if self.config.target_step_ms is None else self.config.target_step_ms / 1000
 
-    def observe_step(self, requests: int, width: int, length: int, seconds: float) -> None:
-        # Under the lock: the prepare thread reads recent_steps (in _work_budget) while the step thread appends.
+    def observe_step(self, work: int, seconds: float, late: int = 0, on_time: int = 0) -> None:
+        """A step finished: its work and time (the cost model's data), and how many of its requests with a
+        deadline were answered after it (and in time). Under the lock: admission reads the model meanwhile."""
         with self.ready:
-            self.recent_steps.append((self.work(requests, width, length), seconds))
-
-    def _work_budget(self) -> float:
-        """Work that fits in `target_step_ms` by the fitted model (infinite when off or not yet known).
-        Called with `ready` held."""
-        target = self.config.target_step_ms
-        works = {w for w, _ in self.recent_steps}
-        if target is None or len(works) < 3:
-            return float("inf")
-        per_unit, fixed = np.polyfit(*zip(*self.recent_steps), 1)
-        if per_unit <= 0:
-            return float("inf")
-        # The fit of exact data lands a few ulps either side of the exact budget: a relative slack far
-        # above rounding (1e-15) and far below any real step difference admits a step that exactly fills it.
-        return max(target / 1000 - max(fixed, 0.0), 0.0) / per_unit * (1 + 1e-9)
+            self.cost.observe(work, seconds)
+            self.cost.observe_deadlines(late, on_time)
+            self.inflight_end = None
 
     def full_batch_waiting(self) -> bool:
         """Whether the waiting requests already fill a batch: forming it early then delays nobody."""
         with self.ready:
-            # work in the step budget's units (beam rows + prompt tokens), as the batch would be cut
-            waiting_work = sum(e[-1].beam_width + len(e[-1].prompt) for e in self.waiting)
-            return self.waiting_rows >= self.config.max_batch_rows or \
-                len(self.waiting) >= self.config.max_batch_requests or \
-                waiting_work >= self._work_budget()
+            front = [e[-1] for e in heapq.nsmallest(self.config.max_batch_requests + 1, self.waiting)]
+            return bool(front) and self._cut(front, self.clock()) < len(front)
 
     def add(self, request: GRRequest) -> None:
         c = self.config
@@ -70,10 +59,36 @@ class FixedStepScheduler:
                 raise type(self.closed)(*self.closed.args)  # a fresh one: each raise would grow a shared traceback
             if len(self.waiting) >= c.max_queue_requests or self.waiting_rows + request.beam_width > c.max_queue_rows:
                 raise EngineOverloaded(f"queue full: {len(self.waiting)} requests, {self.waiting_rows} beam rows")
-            deadline = request.deadline if request.deadline is not None else math.inf
-            heapq.heappush(self.waiting, (request.priority, deadline, request.request_id, request))
+            entry = (request.priority, math.inf if request.deadline is None else request.deadline,
+                     request.request_id, request)
+            if c.admission_control and request.deadline is not None and self.cost.known:
+                self._admit(entry)
+            heapq.heappush(self.waiting, entry)
             self.waiting_rows += request.beam_width
             self.ready.notify()
+
+    def _admit(self, entry: tuple) -> None:
+        """Raises EngineOverloaded when the planned steps would answer the request after its deadline, or an
+        admitted request of its class after its own (one that was late already does not count against it)."""
+        now, request = self.clock(), entry[-1]
+        queue = sorted(e for e in self.waiting + [entry] if e[0] == request.priority)
+        mine = queue.index(entry)
+        behind = [e[-1] for e in queue[mine:]]
+        start = max(now, self.inflight_end or now)
+        finishes = plan_finishes([e[-1] for e in queue], start, self.cost, self.config, self.target_s)[mine:]
+        late = [r for r, f in zip(behind, finishes) if r.deadline is not None and f > r.deadline]
+        if late and late[0] is not request:
+            without = plan_finishes([e[-1] for e in queue if e is not entry], start, self.cost, self.config,
+                                    self.target_s)[mine:]
+            already = {r.request_id for r, f in zip(behind[1:], without) if r.deadline is not None and f > r.deadline}
+            late = [r for r in late if r.request_id not in already]
+        if late:
+            self.refused += 1
+            reason = (f"it would be answered {1000 * (finishes[0] - request.deadline):.0f} ms after its deadline "
+                      f"({1000 * (request.deadline - now):.0f} ms from now) behind {mine} queued requests"
+                      if late[0] is request else
+                      f"admitting it would make {len(late)} admitted requests miss their deadlines")
+            raise EngineOverloaded(reason, reason="deadline", retry_after_s=max(finishes[-1] - now, 0.001))
 
     def close(self, error: Exception) -> None:
         """Fails every waiting request with `error` and refuses new ones with it (the engine stopped or died).
@@ -92,45 +107,55 @@ class FixedStepScheduler:
         self.waiting_rows -= request.beam_width
         return request
 
-    def _drop_unstartable(self) -> None:
-        # Expired or cancelled requests are dropped wherever they wait (the heap is rebuilt only then).
-        now = time.perf_counter()
-        dead = [e for e in self.waiting if e[-1].expired(now) or e[-1].future.cancelled()]
+    def _hopeless(self, request: GRRequest, now: float) -> bool:
+        if request.deadline is None:
+            return False
+        if now > request.deadline:
+            return True
+        # Admission control drops early what cannot finish even alone: its client gets a 504 now, not later.
+        return self.config.admission_control and now + self.cost.predict(step_work([request])) > request.deadline
+
+    def _drop_unstartable(self, now: float) -> None:
+        # Hopeless or cancelled requests are dropped wherever they wait (the heap is rebuilt only then).
+        dead = [e for e in self.waiting if self._hopeless(e[-1], now) or e[-1].future.cancelled()]
         if not dead:
             return
-        self.waiting = [e for e in self.waiting if not (e[-1].expired(now) or e[-1].future.cancelled())]
+        gone = {e[2] for e in dead}
+        self.waiting = [e for e in self.waiting if e[2] not in gone]
         heapq.heapify(self.waiting)
         for *_, request in dead:
             self.waiting_rows -= request.beam_width
-            if not request.future.cancelled():
-                request.future.set_exception(DeadlineExceeded(f"deadline passed {1000 * (now - request.deadline):.1f} ms ago"))
+            if request.future.cancelled():
+                continue
+            self.dropped += 1
+            when = f"passed {1000 * (now - request.deadline):.1f} ms ago" if now > request.deadline else \
+                f"is {1000 * (request.deadline - now):.1f} ms away, less than its own step takes"
+            request.future.set_exception(DeadlineExceeded(f"deadline {when}"))
+
+    def _cut(self, front: list[GRRequest], now: float) -> int:
+        """How many of `front` (in scheduling order) the step starting now takes."""
+        cut = StepCut(self.config, step_budget(self.cost, self.target_s, front[0], now))
+        for r in front:
+            if not cut.fits(r):
+                break
+            cut.add(r)
+        return cut.requests
 
     def schedule(self, timeout: float | None = None) -> list[GRRequest]:
         """The next batch (waiting up to `timeout` for the first request; [] if none came)."""
-        c = self.config
         with self.ready:
             if not self.waiting and not self.ready.wait_for(lambda: self.waiting, timeout):
                 return []
-            batch: list[GRRequest] = []
-            width = length = 0
-            self._drop_unstartable()
-            budget = self._work_budget()
-            online = 0  # requests of the batch that are online (heap order: they come first)
-            while self.waiting and len(batch) < c.max_batch_requests:
-                nxt = self.waiting[0][-1]
-                w, p = max(width, nxt.beam_width), max(length, len(nxt.prompt))
-                # Offline work adds at most a share of the step budget on top of the online work, so an
-                # online request arriving meanwhile never waits behind a long offline step.
-                limit = budget if nxt.priority == 0 else \
-                    self.work(online, w, p) + c.offline_step_fraction * budget
-                if batch and ((len(batch) + 1) * w > c.max_batch_rows
-                              or (len(batch) + 1) * p > c.max_batch_prompt_tokens
-                              or self.work(len(batch) + 1, w, p) > limit):
-                    break
-                online += nxt.priority == 0
+            now = self.clock()
+            self._drop_unstartable(now)
+            if not self.waiting:
+                return []
+            front = [e[-1] for e in heapq.nsmallest(self.config.max_batch_requests, self.waiting)]
+            batch = []
+            for _ in range(self._cut(front, now)):
                 request = self._pop()
-                if not request.future.set_running_or_notify_cancel():
-                    continue  # cancelled while waiting (its client went away)
-                batch.append(request)
-                width, length = w, p
+                if request.future.set_running_or_notify_cancel():
+                    batch.append(request)  # else cancelled while waiting (its client went away)
+            if batch:
+                self.inflight_end = now + self.cost.predict(step_work(batch))
             return batch

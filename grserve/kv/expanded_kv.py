@@ -22,17 +22,18 @@ class ExpandedKVCache:
         self.valid = torch.zeros(0, 0, dtype=torch.bool)
         self.width = self.rows = self.step = 0
 
-    def begin(self, shared: KVCache, valid: torch.Tensor, width: int) -> None:
-        """Start a batch from the prefill cache of R prompts, `valid` [R, P]: each prompt's KV repeated `width`
-        times, one copy per beam row (row = r * width + j)."""
+    def begin(self, shared: KVCache, valid: torch.Tensor, width: int, rows: torch.Tensor | None = None) -> None:
+        """Start a batch from the prefill cache of R prompts, `valid` [R, P]: each row gets its own copy of its
+        request's prompt KV; rows are the grid slots `rows` (slot = r * width + j; None: all R * width)."""
         R = valid.shape[0]
         if len(shared) != self.num_layers:
             raise ValueError(f"shared: {len(shared)} layers, the cache was built for {self.num_layers}")
-        if width < 1 or R * width > self.max_rows:
-            raise ValueError(f"width: {R} requests x {width} beams exceed max_rows {self.max_rows}")
-        self.kv = [(k.repeat_interleave(width, dim=0), v.repeat_interleave(width, dim=0)) for k, v in shared]
-        self.valid = valid.repeat_interleave(width, dim=0)
-        self.width, self.rows, self.step = width, R * width, 0
+        request = torch.arange(R, device=valid.device).repeat_interleave(width) if rows is None else rows // width
+        if width < 1 or len(request) > self.max_rows:
+            raise ValueError(f"width: {len(request)} beam rows exceed max_rows {self.max_rows}")
+        self.kv = [(k.index_select(0, request), v.index_select(0, request)) for k, v in shared]
+        self.valid = valid.index_select(0, request)
+        self.width, self.rows, self.step = width, len(request), 0
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """One decode round of `layer`: q [rows, H, 1, d], k, v [rows, n_kv, 1, d] -> [rows, H, 1, d]."""
@@ -50,12 +51,15 @@ class ExpandedKVCache:
             self.step += 1
         return out
 
-    def reorder(self, parent: torch.Tensor) -> None:
-        """New row i continues old row parent[i]: the whole cache, prompt copies included, is gathered."""
-        if parent.shape != (self.rows,):
-            raise ValueError(f"parent: expected [{self.rows}], got {list(parent.shape)}")
+    def reorder(self, parent: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """New row i continues old row parent[i] (`rows`, their grid slots, change nothing here): the whole
+        cache, prompt copies included, is gathered."""
+        count = self.rows if rows is None else len(rows)
+        if parent.shape != (count,):
+            raise ValueError(f"parent: expected [{count}], got {list(parent.shape)}")
         self.kv = [(k.index_select(0, parent), v.index_select(0, parent)) for k, v in self.kv]
         self.valid = self.valid.index_select(0, parent)
+        self.rows = count
 
     def kv_tokens(self) -> dict[str, int]:
         """Tokens of KV per layer for the batch: the real prompt tokens of every row, and the beams' decode slots."""

@@ -5,8 +5,9 @@ every beam of its request. Unshared KV: each beam row's decode tokens (at most `
 preallocated once and reused across batches. A beam fork/retire gathers only the unshared KV by parent row.
 Per layer a request of prompt P and beam W holds P + steps*W tokens of KV, not W*P as the expanded cache does.
 
-Rows are request-major: row = r * width + j. Rows of a request beyond its own beam width are padding: the
-caller feeds them any token and they attend like real rows (finite, ignored).
+Rows are packed: each row is a live beam, at a slot of the R x width grid of (request, beam) given by `rows`
+(request-major, row i at grid slot rows[i] = r * width + j), so a narrow request beside a wide one costs only its
+own beams. Without `rows` every grid slot is a row (row = r * width + j).
 """
 
 from __future__ import annotations
@@ -32,16 +33,18 @@ class SeparatedKVCache:
         self.shared: KVCache = []
         self.valid = torch.zeros(0, 0, dtype=torch.bool, device=device)
         self.width = self.rows = self.step = 0
+        self.grid: torch.Tensor | None = None  # grid slots of the packed rows (None: every slot a row)
 
     @staticmethod
     def request_kv_tokens(prompt_len: int, beam_width: int, steps: int = 2) -> int:
         """Tokens of KV per layer that one request holds here: its prompt once, plus each beam's decode tokens."""
         return prompt_len + steps * beam_width
 
-    def begin(self, shared: KVCache, valid: torch.Tensor, width: int) -> None:
-        """Start a batch: `shared` is the prefill cache of R prompts, `valid` [R, P] their real tokens, and
-        `width` the beam rows per request. The prompt KV is kept as given, never copied per beam. Each request
-        needs a real prompt token (not checked here: that would wait for the device)."""
+    def begin(self, shared: KVCache, valid: torch.Tensor, width: int, rows: torch.Tensor | None = None) -> None:
+        """Start a batch: `shared` is the prefill cache of R prompts, `valid` [R, P] their real tokens, `width`
+        the grid's beams per request and `rows` the grid slots of the packed rows (None: all R * width). The
+        prompt KV is kept as given, never copied per beam. Each request needs a real prompt token (not checked
+        here: that would wait for the device)."""
         R, P = valid.shape
         if len(shared) != self.num_layers:
             raise ValueError(f"shared: {len(shared)} layers, the cache was built for {self.num_layers}")
@@ -52,10 +55,15 @@ class SeparatedKVCache:
                                  f"got {k.dtype} {list(k.shape)}")
         if valid.dtype != torch.bool:
             raise ValueError(f"valid: must be bool, got {valid.dtype}")
-        if width < 1 or R * width > self.max_rows:
-            raise ValueError(f"width: {R} requests x {width} beams exceed max_rows {self.max_rows}")
-        self.shared, self.valid, self.width = shared, valid, width
-        self.rows, self.step = R * width, 0
+        if width < 1:
+            raise ValueError(f"width: must be at least 1, got {width}")
+        self.shared, self.valid, self.width, self.step = shared, valid, width, 0
+        self._set_rows(R * width if rows is None else len(rows), rows)
+
+    def _set_rows(self, count: int, rows: torch.Tensor | None) -> None:
+        if count > self.max_rows:
+            raise ValueError(f"rows: {count} beam rows exceed max_rows {self.max_rows}")
+        self.rows, self.grid = count, rows
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """One decode round of `layer`: q [rows, H, 1, d], k, v [rows, n_kv, 1, d] -> [rows, H, 1, d]."""
@@ -68,18 +76,22 @@ class SeparatedKVCache:
         slots[1, :, :, self.step] = v[:, :, 0]
         k_s, v_s = self.shared[layer]
         out = staged_attention(q[:, :, 0], k_s, v_s, self.valid,
-                               slots[0, :, :, :self.step + 1], slots[1, :, :, :self.step + 1])
+                               slots[0, :, :, :self.step + 1], slots[1, :, :, :self.step + 1], self.grid, self.width)
         # The model calls the layers in order, so the round is complete after the last one.
         if layer == self.num_layers - 1:
             self.step += 1
         return out.unsqueeze(2)
 
-    def reorder(self, parent: torch.Tensor) -> None:
-        """New row i continues old row parent[i] (same request): one gather of the decode KV written so far."""
-        if parent.shape != (self.rows,):
-            raise ValueError(f"parent: expected [{self.rows}], got {list(parent.shape)}")
-        torch.index_select(self._unshared[:, :, :self.rows, :, :self.step], 2, parent,
-                           out=self._spare[:, :, :self.rows, :, :self.step])
+    def reorder(self, parent: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """New row i continues old row parent[i] (same request) and sits at grid slot rows[i] (None: all slots):
+        one gather of the decode KV written so far."""
+        count = self.rows if rows is None else len(rows)
+        if parent.shape != (count,):
+            raise ValueError(f"parent: expected [{count}], got {list(parent.shape)}")
+        old = self.rows
+        self._set_rows(count, rows)
+        torch.index_select(self._unshared[:, :, :old, :, :self.step], 2, parent,
+                           out=self._spare[:, :, :count, :, :self.step])
         self._unshared, self._spare = self._spare, self._unshared
 
     def unshared_kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:

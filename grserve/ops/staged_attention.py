@@ -76,16 +76,27 @@ def merge(out_s: torch.Tensor, lse_s: torch.Tensor, out_u: torch.Tensor,
 
 
 def staged_attention(q: torch.Tensor, k_s: torch.Tensor, v_s: torch.Tensor, valid_s: torch.Tensor,
-                     k_u: torch.Tensor, v_u: torch.Tensor) -> torch.Tensor:
-    """One decode step for R requests of W rows each, rows request-major (row = r * W + j).
+                     k_u: torch.Tensor, v_u: torch.Tensor, rows: torch.Tensor | None = None,
+                     width: int | None = None) -> torch.Tensor:
+    """One decode step for R requests' beam rows.
 
-    q [R*W, H, d]; k_s, v_s [R, n_kv, P, d]; valid_s bool [R, P]; k_u, v_u [R*W, n_kv, t, d] -> [R*W, H, d].
+    q [N, H, d]; k_s, v_s [R, n_kv, P, d]; valid_s bool [R, P]; k_u, v_u [N, n_kv, t, d] -> [N, H, d]. Rows are
+    request-major, N = R*W (row = r * W + j), or packed: row i at slot rows[i] = r * width + j of an R x width
+    grid, so requests may have different numbers of rows. The shared stage runs on the grid (absent slots as
+    zero queries, whose results are dropped); the unshared stage and the merge on the rows alone.
     """
     N, H, d = q.shape
     R = k_s.shape[0]
-    out_s, lse_s = shared_stage(q.reshape(R, N // R, H, d), k_s, v_s, valid_s)
+    if rows is None:
+        q_grid, width = q, N // R
+    else:
+        q_grid = q.new_zeros(R * width, H, d).index_copy_(0, rows, q)
+    out_s, lse_s = shared_stage(q_grid.reshape(R, width, H, d), k_s, v_s, valid_s)
+    out_s, lse_s = out_s.reshape(R * width, H, d), lse_s.reshape(R * width, H)
+    if rows is not None:
+        out_s, lse_s = out_s.index_select(0, rows), lse_s.index_select(0, rows)
     out_u, lse_u = unshared_stage(q, k_u, v_u)
-    return merge(out_s.reshape(N, H, d), lse_s.reshape(N, H), out_u, lse_u)
+    return merge(out_s, lse_s, out_u, lse_u)
 
 
 def expand_prompt_kv(k_s: torch.Tensor, v_s: torch.Tensor, valid_s: torch.Tensor, k_u: torch.Tensor,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -121,9 +122,15 @@ async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") ->
     except InvalidRequest as e:
         raise ApiError(400, prefix + str(e), prefix + e.param)
     except EngineOverloaded as e:
-        state.metrics.rejected.labels(reason="queue_full").inc()
-        raise ApiError(429, f"server overloaded: {e}", kind="rate_limit_error", headers={"Retry-After": "1"})
-    except (DeadlineExceeded, asyncio.TimeoutError):
+        state.metrics.rejected.labels(reason=e.reason).inc()
+        # Retry-After is whole seconds (RFC 9110): the predicted time for the queue ahead to clear, rounded up.
+        retry = max(1, math.ceil(e.retry_after_s or 1))
+        raise ApiError(429, f"server overloaded, request refused at once: {e}", "timeout_ms" if e.reason == "deadline"
+                       else None, kind="rate_limit_error", headers={"Retry-After": str(retry)})
+    except DeadlineExceeded as e:
+        state.metrics.timed_out.inc()
+        raise ApiError(504, f"deadline of {timeout_ms} ms cannot be met: {e}", "timeout_ms", kind="timeout_error")
+    except asyncio.TimeoutError:
         state.metrics.timed_out.inc()
         raise ApiError(504, f"deadline of {timeout_ms} ms passed before the answer was ready", "timeout_ms",
                        kind="timeout_error")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from grserve.engine.config import EngineConfig, LLMEngineConfig, setting
+from grserve.engine.config import EngineConfig, LLMEngineConfig, setting, step_target_ms
 
 
 @dataclass
@@ -56,6 +56,8 @@ class ServerConfig:
             raise ValueError("dynamic_pd: needs role prefill or decode and --register (it reads the other instances)")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
             raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
+        if self.engine.target_step_ms is None:  # out of the box, steps fit the deadline requests get by default
+            self.engine.target_step_ms = step_target_ms(self.default_timeout_ms)
 
     @classmethod
     def _own(cls) -> list[Field]:

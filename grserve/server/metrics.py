@@ -32,7 +32,7 @@ class ServerMetrics:
         self.kv_bytes = Gauge("grserve:kv_cache_usage_bytes", "KV bytes held by the last batch", registry=r)
         self.batch_size = Histogram("grserve:batch_size_requests", "Requests per engine step", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.batch_rows = Histogram("grserve:batch_beam_rows", "Padded beam rows per engine step", registry=r,
+        self.batch_rows = Histogram("grserve:batch_beam_rows", "Beam rows per engine step (each request's own)", registry=r,
                                     buckets=(64, 128, 256, 512, 1024, 2048, 4096, 8192))
 
         def latency(name, doc):
@@ -54,10 +54,11 @@ class ServerMetrics:
         self.running.set_function(lambda: engine.running_requests)
         self.running_rows.set_function(lambda: engine.running_rows)
         engine.step_hooks.append(self.on_step)
+        self.registry.register(_AdmissionCollector(engine))
 
     def on_step(self, batch: PreparedBatch, beams: BatchBeams) -> None:
         self.batch_size.observe(len(batch.requests))
-        self.batch_rows.observe(len(batch.requests) * batch.width)
+        self.batch_rows.observe(batch.rows)
         self.kv_bytes.set(beams.kv_bytes)
 
     def on_result(self, result: GRResult, total_s: float) -> None:
@@ -95,3 +96,23 @@ class _LLMCollector:
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("grserve:gpu_cache_usage_perc", "Share of KV blocks in use (as vLLM names it)",
                                 value=blocks.blocks_in_use / blocks.num_blocks)
+
+
+class _AdmissionCollector:
+    """The GR scheduler's admission counters, read when scraped."""
+
+    def __init__(self, engine: GREngine):
+        self.engine = engine
+
+    def collect(self):
+        s = self.engine.scheduler
+        for name, doc, value in (
+                ("grserve:requests_refused_deadline", "GR requests refused at admission (429): the queue ahead "
+                 "would answer them after their deadline", s.refused),
+                ("grserve:requests_dropped_early", "Waiting GR requests answered 504 at once: their deadline can no "
+                 "longer be met", s.dropped),
+                ("grserve:requests_admitted_late", "Admitted GR requests whose step ended after their deadline "
+                 "(the step-cost model widens its margin on each)", s.cost.late)):
+            yield CounterMetricFamily(name, doc, value=value)
+        yield GaugeMetricFamily("grserve:step_cost_margin", "Safety margin on the step-cost model's predictions",
+                                value=s.cost.margin)

@@ -14,15 +14,13 @@ def req(width, length):
 
 def test_budgets_by_hand():
     s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=128, max_batch_prompt_tokens=300))
-    for r in [req(32, 10), req(32, 50), req(64, 10), req(8, 200), req(8, 10)]:
+    for r in [req(32, 10), req(32, 50), req(64, 10), req(8, 200), req(64, 10), req(8, 10)]:
         s.add(r)
-    # 32+32 rows fit; the 64-wide third makes 3 x 64 = 192 > 128 rows
-    assert [r.beam_width for r in s.schedule()] == [32, 32]
-    # 64 then 8 (2 x 64 = 128 rows) but 2 x 200 = 400 prompt tokens > 300
-    assert [r.beam_width for r in s.schedule()] == [64]
-    # padding to the longest prompt: 2 x 200 = 400 prompt tokens > 300
+    # rows are each request's own: 32 + 32 + 64 = 128 fit; the fourth's 8 more would make 136 > 128
+    assert [r.beam_width for r in s.schedule()] == [32, 32, 64]
+    # 8 + 64 = 72 rows, but padded to the longest prompt 2 x 200 = 400 prompt tokens > 300
     assert [len(r.prompt) for r in s.schedule()] == [200]
-    assert [len(r.prompt) for r in s.schedule()] == [10]
+    assert [r.beam_width for r in s.schedule()] == [64, 8]
     assert s.schedule(timeout=0.01) == []
 
 
@@ -89,7 +87,7 @@ def test_step_budget_from_fitted_cost_and_offline_share():
     s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=2048, target_step_ms=120,
                                         offline_step_fraction=0.25))
     for requests in (1, 2, 4):  # 20 work units per request at 1 ms per unit, plus 10 ms fixed per step
-        s.observe_step(requests, 10, 10, 0.010 + 0.001 * 20 * requests)
+        s.observe_step(20 * requests, 0.010 + 0.001 * 20 * requests)
     # (120 - 10) ms / 1 ms = a 110-unit step; every count below sits at least 7.5 units from a boundary
     assert fill(s, 8, 0) == (5, 0)  # 5 x 20 = 100 <= 110 < 120 = 6 x 20
     assert fill(s, 0, 8) == (0, 1)  # offline alone: a quarter step (27.5 units) holds one request (20 < 27.5 < 40)
@@ -100,21 +98,21 @@ def test_a_step_that_exactly_fills_the_budget_is_admitted():
     """Exact data put the fitted budget a few ulps under (or over) 100 units: 5 requests of 20 still fit."""
     s = FixedStepScheduler(EngineConfig(max_beam_width=64, max_batch_rows=2048, target_step_ms=100))
     for requests in (1, 2, 4):
-        s.observe_step(requests, 10, 10, 0.001 * 20 * requests)
+        s.observe_step(20 * requests, 0.001 * 20 * requests)
     assert fill(s, 8, 0) == (5, 0)
 
 
 def test_observe_step_waits_for_the_scheduler_lock():
-    """The prepare thread reads recent_steps under the lock while the step thread records a step: the record
-    must wait for the lock, never change the deque under a reader."""
+    """Admission reads the cost model under the lock while the step thread records a step: the record must
+    wait for the lock, never change the model under a reader."""
     s = FixedStepScheduler(EngineConfig())
-    recorder = threading.Thread(target=s.observe_step, args=(1, 8, 8, 0.01))
+    recorder = threading.Thread(target=s.observe_step, args=(16, 0.01))
     with s.ready:  # a reader holds the lock
         recorder.start()
         recorder.join(0.2)
-        assert recorder.is_alive() and len(s.recent_steps) == 0
+        assert recorder.is_alive() and len(s.cost.recent) == 0
     recorder.join(10)
-    assert list(s.recent_steps) == [(16, 0.01)]
+    assert list(s.cost.recent) == [(16, 0.01)]
 
 
 def test_closed_scheduler_fails_the_waiting_and_refuses_new_requests():
