@@ -363,8 +363,9 @@ class LLMEngine:
             work.result = self._sample(work.step, logits)
         except Exception as e:  # a failed step fails its requests, never the engine
             work.result = _StepResult(error=e)
-        finally:
-            work.computed.set()
+        # Not in a `finally`: a death here (BaseException) must leave the step unfinished, so the host thread
+        # waits until the engine has failed with this thread's reason, instead of postprocessing no result.
+        work.computed.set()
 
     def _sample(self, step: PreparedStep, logits: list[torch.Tensor]) -> _StepResult:
         result = _StepResult(tokens=[[] for _ in step.ready], logprobs=[0.0] * len(step.ready),
