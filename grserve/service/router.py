@@ -22,6 +22,17 @@ from grserve.service.policies import POLICIES, new_inflight
 from grserve.service.registry import InstanceCache, Registry
 
 
+def router_metrics(registry: CollectorRegistry) -> dict[str, Counter]:
+    """The router's own counters, by the name `Forwarder` knows them by."""
+    return {"forwarded": Counter("grserve_router:forwarded", "Requests forwarded, by instance and status",
+                                 ["instance", "status"], registry=registry),
+            "paired": Counter("grserve_router:pd_paired", "LLM requests sent to a decode instance with a prefill "
+                              "instance to pull the prompt's KV from", ["prefill", "decode"], registry=registry),
+            "retried": Counter("grserve_router:retried", "Attempts refused (429, 502, 503) or failed (connection "
+                               "refused or dropped): the request may go on to another instance", ["instance"],
+                               registry=registry)}
+
+
 def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int = 2,
                       default_timeout_s: float = 30.0, poll_interval: float = 0.5,
                       prefix: str = "/grserve/instances/", tokenizer=None, min_retry_s: float = MIN_RETRY_S) -> FastAPI:
@@ -33,13 +44,6 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
     cache = InstanceCache(Registry(etcd_url, prefix=prefix), interval=poll_interval)
     chooser, inflight = POLICIES[policy](), new_inflight()
     registry = CollectorRegistry()
-    forwarded = Counter("grserve_router:forwarded", "Requests forwarded, by instance and status",
-                        ["instance", "status"], registry=registry)
-    paired_total = Counter("grserve_router:pd_paired", "LLM requests sent to a decode instance with a prefill "
-                           "instance to pull the prompt's KV from", ["prefill", "decode"], registry=registry)
-    retried = Counter("grserve_router:retried", "Attempts refused (429, 502, 503) or failed (connection refused or "
-                      "dropped): the request may go on to another instance", ["instance"],
-                      registry=registry)
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
 
     async def lifespan(_app):
@@ -49,8 +53,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
         await client.aclose()
 
     app = FastAPI(title="grserve router", lifespan=lifespan)
-    forwarder = Forwarder(cache, client, chooser, inflight, {"forwarded": forwarded, "retried": retried,
-                                                             "paired": paired_total}, policy, tokenizer, retries,
+    forwarder = Forwarder(cache, client, chooser, inflight, router_metrics(registry), policy, tokenizer, retries,
                           default_timeout_s, min_retry_s, poll_interval)
 
     def route(path: str):
