@@ -97,11 +97,61 @@ def cmd_colocation(args) -> None:
                       "p99_ratio": run["p99_ratio"], "offline_per_s": run["offline_per_s"]}, indent=2))
 
 
+def cmd_overload(args) -> None:
+    from grserve.bench.gr_bench import save
+    from grserve.bench.overload import OverloadOptions, headline, run_overload
+    from grserve.bench.overload_plot import plot_overload
+    # --quick: 1 s levels, two swept rates run once, a 3 s soak: seconds, and it measures nothing
+    quick = {"level_s": 1.0, "sweep_s": 1.0, "repeats": 1, "min_requests": 4, "fractions": (0.5, 1.0),
+             "peak_requests": 4, "rss_every_s": 0.5} if args.quick else {}
+    given = {k: v for k, v in vars(args).items() if k in OverloadOptions.__dataclass_fields__ and v is not None}
+    soak = {"soak_s": args.soak_seconds or (3.0 if args.quick else 600.0)} if args.soak or args.soak_seconds else {}
+    opts = OverloadOptions(**(quick | given | soak))
+    run = run_overload(opts)
+    path = save(run, opts.out_dir)
+    plot_overload(run, path.with_suffix(".png"))
+    print(json.dumps({"json": str(path), "png": str(path.with_suffix(".png")), **headline(run)}, indent=2))
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     values = tuple(float(x) for x in text.split(","))
     if not values or not all(0 < v <= 2 for v in values):
         raise ValueError(f"--rates: fractions of the peak in (0, 2], got {text!r}")
     return tuple(sorted(values))
+
+
+def _multiples(text: str) -> tuple[float, ...]:
+    values = tuple(float(x) for x in text.split(","))
+    if not values or not all(v > 0 for v in values):
+        raise ValueError(f"--levels: positive multiples of the capacity, got {text!r}")
+    return values
+
+
+def _add_overload_parser(bench) -> None:
+    p = bench.add_parser("overload", help="goodput from 0.5x to 4x of the capacity at the SLO, admission control "
+                                          "on and off; --soak: memory and goodput over 10 minutes at 1.2x")
+    p.add_argument("--quick", action="store_true",
+                   help="1 s levels, two swept rates run once, a peak of 4: a smoke run")
+    p.add_argument("--slo-ms", type=float, help="the SLO and every request's timeout_ms (default 200)")
+    p.add_argument("--beam-width", type=int, help="beam width of the MovieLens requests (default 128)")
+    p.add_argument("--levels", type=_multiples, help="comma-separated offered loads as multiples of the capacity "
+                   "(default 0.5,1,1.5,2,3,4)")
+    p.add_argument("--level-seconds", dest="level_s", type=float,
+                   help="seconds of arrivals per level and variant (default 30)")
+    p.add_argument("--rates", dest="fractions", type=_fractions, help="comma-separated rates of the capacity "
+                   "sweep, as fractions of the peak (default 0.2,0.4,0.5,0.6,0.7,0.8,0.9,1)")
+    p.add_argument("--repeats", type=int, help="runs per swept rate (default 3)")
+    p.add_argument("--sweep-seconds", dest="sweep_s", type=float, help="seconds of arrivals per swept run "
+                   "(default 6; low rates run until 30 requests arrive)")
+    p.add_argument("--peak-requests", type=int, help="requests of the peak and of each start's warm-up (default 64)")
+    p.add_argument("--soak", action="store_true", help="then a soak at 1.2x the capacity, admission on: the "
+                   "server's resident memory and goodput per minute")
+    p.add_argument("--soak-seconds", type=float, help="the soak's length (default 600; --quick 3)")
+    p.add_argument("--soak-level", type=float, help="the soak's offered load, a multiple of the capacity (default 1.2)")
+    p.add_argument("--threads", type=int, help="the server's --threads (default: unset, it sizes them to its CPUs)")
+    p.add_argument("--target-step-ms", type=float, help="the server's --target-step-ms (default: unset, its own)")
+    p.add_argument("--out", dest="out_dir", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_overload)
 
 
 def add_bench_parser(sub, with_model) -> None:
@@ -158,3 +208,4 @@ def add_bench_parser(sub, with_model) -> None:
     p.add_argument("--backlog", type=int, default=64, help="offline requests kept queued beside the online ones")
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_colocation)
+    _add_overload_parser(bench)

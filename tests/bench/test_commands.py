@@ -108,3 +108,29 @@ def test_bench_scaling_failover(tmp_path):
     # every request is counted once: answered with some status, or lost
     assert sum(failover["by_status"].values()) + failover["lost"] == failover["requests"] > 0
     assert failover["fraction_200"] == failover["by_status"].get("200", 0) / failover["requests"]
+
+
+def test_bench_overload_quick(tmp_path):
+    main(["bench", "overload", "--quick", "--beam-width", "16", "--rates", "1", "--levels", "0.5,2", "--soak",
+          "--soak-seconds", "1", "--out", str(tmp_path)])
+    run = _written(tmp_path, "overload-*.json")
+    assert run["machine"]["cpu"] and next(tmp_path.glob("overload-*.png")).stat().st_size > 0
+    slo, sweep = run["options"]["slo_ms"], run["capacity"]["sweep"]
+    # the capacity, recomputed from the raw runs: the highest rate with it and every lower one passing, where
+    # a rate passes with ≥ 99% of its requests answered 200 within the deadline and its 200s' P99 within the SLO
+    passed = [statistics.median(r["within_slo"] / r["requests"] for r in p["runs"]) >= 0.99 and statistics.median(
+        float("inf") if r["p99_ms"] is None else r["p99_ms"] for r in p["runs"]) <= slo for p in sweep]
+    assert passed[:-1] == [True] * (len(sweep) - 1)  # the sweep stops at its first failing rate
+    capacity = sweep[-1]["offered_rate"] if passed[-1] else (sweep[-2]["offered_rate"] if len(sweep) > 1 else 0.0)
+    assert run["capacity"]["qps_at_slo"] == capacity
+    assert run["reference_rate"] == (capacity or sweep[0]["offered_rate"])
+    assert [r["order"] for r in run["levels"]] == [["admission on", "admission off"], ["admission off", "admission on"]]
+    for row in run["levels"]:
+        assert row["offered_rate"] == row["level"] * run["reference_rate"]
+        on, off = row["variants"]["admission on"], row["variants"]["admission off"]
+        assert on["requests"] == off["requests"] > 0  # the same arrivals for both variants
+        for v in (on, off):
+            assert sum(v["counts"].values()) == sum(v["statuses"].values()) == v["requests"]
+            assert v["share_504"] == v["counts"]["504"] / v["requests"]
+    soak = run["soak"]
+    assert soak["rss_kib"] and all(kib > 0 for _, kib in soak["rss_kib"]) and len(soak["goodput_per_minute"]) == 1
