@@ -36,17 +36,18 @@ def _latency(ax, run: dict) -> None:
             ax.plot(offered, [NAN if v is None else v for v in values], style, marker="o", color=color,
                     label=f"{name}: P99 of {what}")
     ax.axhline(run["options"]["slo_ms"], color="red", linestyle="--", label="SLO")
-    ax.set(xlabel="offered load (requests/s)", ylabel="latency (ms)", yscale="log", title="P99 of answers")
+    ax.set(xlabel="offered load (requests/s)", ylabel="latency (ms)", yscale="log", title="P99 of the 200s and of the 429s")
     ax.legend(fontsize=7)
 
 
 def _soak(ax, soak: dict) -> None:
     t = [s / 60 for s, _ in soak["rss_kib"]]
     ax.plot(t, [kib / 1024 for _, kib in soak["rss_kib"]], color="tab:purple", label="resident memory")
+    ax.ticklabel_format(axis="y", useOffset=False)
     ax.set(xlabel="minutes", ylabel="VmRSS (MiB)", title=f"soak at {soak['offered_rate']:.1f}/s, admission on")
     twin = ax.twinx()
     per_minute = soak["goodput_per_minute"]
-    twin.step([m + 1 for m in range(len(per_minute))], per_minute, where="pre", color="tab:green",
+    twin.plot([m + 0.5 for m in range(len(per_minute))], per_minute, marker="s", color="tab:green",
               label="goodput per minute")
     twin.set_ylabel("goodput (per s)")
     ax.legend(loc="lower left", fontsize=8)
