@@ -111,8 +111,12 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile()  # its stderr, shown if it dies before serving
         self.proc = subprocess.Popen(self.command(port), stdout=subprocess.DEVNULL, stderr=self.log)
-        _wait(self._healthy, 180, f"{self.name} to serve")
-        at_once(self.url, self.warmup_payloads, self.opts.peak_requests, self.opts.timeout_s)
+        try:
+            _wait(self._healthy, 180, f"{self.name} to serve")
+            at_once(self.url, self.warmup_payloads, self.opts.peak_requests, self.opts.timeout_s)
+        except BaseException:  # not yet live in Turns, so nobody else would stop it
+            self.close()
+            raise
 
     def _healthy(self) -> bool:
         if self.proc.poll() is not None:
