@@ -18,6 +18,7 @@ from grserve.bench.machine import machine_info
 from grserve.bench.systems import HttpSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
+from grserve.engine.config import step_target_ms
 from grserve.server.threads import cpu_slices, pin_to
 from grserve.service.etcd_server import EtcdServer, _free_port
 
@@ -41,7 +42,7 @@ def _instance(port: int, etcd_url: str, cpus: set[int], opts: BenchOptions, leas
     return subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--port", str(port), "--register", etcd_url,
                              "--lease-ttl-s", str(lease_ttl_s), "--heartbeat-s", "0.5",
                              "--max-queue-requests", "100000", "--default-timeout-ms", "60000",
-                             "--target-step-ms", str(opts.slo_ms / 2), "--threads", str(len(cpus))],
+                             "--target-step-ms", str(step_target_ms(opts.slo_ms)), "--threads", str(len(cpus))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin_to(cpus))
 
 

@@ -192,6 +192,31 @@ def test_deadline_that_cannot_be_met_is_504(bundle):
     assert "grserve:requests_timed_out_total 1.0" in metrics
 
 
+def test_request_the_plan_answers_late_is_refused_at_once_with_429(bundle):
+    """A step-cost model of 1 s + 10 ms per unit: any 200 ms deadline is out of reach, so admission refuses at
+    once with Retry-After = the predicted step, rounded up; a 60 s deadline is admitted and answered."""
+    import math
+    config = ServerConfig.of(max_beam_width=64, default_timeout_ms=60_000)
+    rec = Recommender(bundle, config.engine)
+    cost = rec.engine.scheduler.cost
+    cost.fixed, cost.per_unit, cost.margin = 1.0, 0.01, 0.1
+    history = ["i1", "i2", "i3"]
+    work = 64 + len(rec.prompt([bundle.table.row_of(i) for i in history]))
+    with running(create_app(config, rec)) as url:
+        with GRServeClient(url) as c:
+            with pytest.raises(GRServeError) as refused:
+                c.recommend(history, top_n=5, beam_width=64, timeout_ms=200)
+            answered = c.recommend(history, top_n=5, beam_width=64)
+        metrics = httpx.get(url + "/metrics").text
+    e = refused.value
+    assert e.status == 429 and e.param == "timeout_ms" and e.body["error"]["type"] == "rate_limit_error"
+    assert "after its deadline" in e.body["error"]["message"]
+    assert e.retry_after == math.ceil((1.0 + 0.01 * work) * 1.1)
+    assert len(answered["items"]) == 5
+    assert 'grserve:requests_rejected_total{reason="deadline"} 1.0' in metrics
+    assert "grserve:requests_refused_deadline_total 1.0" in metrics
+
+
 def test_scheduler_never_starts_an_expired_request(bundle):
     """Below HTTP: a request whose deadline has already passed is answered DeadlineExceeded, unstarted."""
     from grserve.engine.request import DeadlineExceeded
