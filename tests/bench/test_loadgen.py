@@ -3,6 +3,7 @@ every request has arrived, a closed loop would deadlock after one request; an op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 import aiohttp
@@ -12,6 +13,21 @@ from grserve.bench.loadgen import Sample, answer_class, http_sender, open_loop, 
 from tests.server.conftest import free_port
 
 N = 12
+
+
+@contextlib.asynccontextmanager
+async def fake_server(handler):
+    """An aiohttp server on a free loopback port answering POST /v1/recommend with `handler`; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/v1/recommend", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/v1/recommend"
+    finally:
+        await runner.cleanup()
 
 
 async def run_against_stalling_server():
@@ -27,18 +43,9 @@ async def run_against_stalling_server():
         await asyncio.wait_for(release.wait(), 30)  # fail rather than hang if the loop were closed
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/v1/recommend", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            send = http_sender(session, f"http://127.0.0.1:{port}/v1/recommend", [{"history": []}])
-            samples = await open_loop(send, rate=50.0, max_requests=N, max_seconds=60.0, timeout=40)
-    finally:
-        await runner.cleanup()
+    async with fake_server(handler) as url, aiohttp.ClientSession() as session:
+        send = http_sender(session, url, [{"history": []}])
+        samples = await open_loop(send, rate=50.0, max_requests=N, max_seconds=60.0, timeout=40)
     return samples, peak_in_flight
 
 
@@ -67,18 +74,9 @@ async def run_against_refusing_server(statuses: list[int]):
         status = (await request.json())["status"]
         return web.json_response({"error": {"code": status}}, status=status)
 
-    app = web.Application()
-    app.router.add_post("/v1/recommend", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            send = http_sender(session, f"http://127.0.0.1:{port}/v1/recommend", [{"status": s} for s in statuses])
-            return await open_loop(send, rate=200.0, max_requests=len(statuses), max_seconds=60.0, timeout=30)
-    finally:
-        await runner.cleanup()
+    async with fake_server(handler) as url, aiohttp.ClientSession() as session:
+        send = http_sender(session, url, [{"status": s} for s in statuses])
+        return await open_loop(send, rate=200.0, max_requests=len(statuses), max_seconds=60.0, timeout=30)
 
 
 def test_refusals_keep_their_status_and_latency():
