@@ -36,11 +36,23 @@ def cmd_recommend(args) -> None:
 def cmd_train(args) -> None:
     from grserve.data.loading import load_dataset
     from grserve.data.training import TrainConfig, train
+    dataset = load_dataset(args.dataset, args.item_meta)
+    if args.codebooks_only:
+        return _derive_codebooks(dataset, args.out)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    report = train(load_dataset(args.dataset, args.item_meta), TrainConfig(**overrides), args.out)
+    report = train(dataset, TrainConfig(**overrides), args.out)
     print(json.dumps({"out": args.out, "best_epoch": report["best_epoch"], "test": report["test"],
                       "seconds": report["seconds"]}, indent=2))
+
+
+def _derive_codebooks(dataset, out: str) -> None:
+    from grserve.data.training import derive_codebooks
+    from grserve.items.item_table import ItemTable
+    codebooks, reproduced = derive_codebooks(dataset, ItemTable.load(out))
+    codebooks.save(out)
+    print(json.dumps({"out": out, "encoder": codebooks.encoder, "shape": list(codebooks.centroids.shape),
+                      "reproduced": reproduced}, indent=2))
 
 
 def cmd_eval(args) -> None:
@@ -140,6 +152,9 @@ def _add_train(sub) -> None:
                                                         "(default: %(default)s)")
     p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file (their texts make the SIDs)")
     p.add_argument("--out", required=True, help="directory to write the trained model and its training report to")
+    p.add_argument("--codebooks-only", action="store_true",
+                   help="train nothing: write the codebooks of the model already in --out, derived from its item "
+                        "table and the dataset's texts (for models trained before codebooks were saved)")
     for f in fields(TrainConfig):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
                        help=_config_help(f.metadata["help"], f.default))

@@ -1,5 +1,6 @@
 """Next-SID training of a GR model: item text → MiniLM embeddings → residual k-means SIDs → a
-decoder-only transformer trained with next-token cross-entropy on users' SID sequences.
+decoder-only transformer trained with next-token cross-entropy on users' SID sequences. The model
+directory keeps the k-means centroids and the encoder's name (`codebooks.safetensors`).
 
 A training row is `<bos>` + the SID tokens of up to `max_history_items + 1` consecutive items of a
 user's training sequence; every position predicts the next token, so one row teaches the model each
@@ -20,12 +21,14 @@ from tqdm import tqdm
 
 from grserve.bundle import GRBundle, GRSettings
 from grserve.data.dataset import SequenceDataset
-from grserve.data.embeddings import embed_texts
+from grserve.data.embeddings import ENCODER, embed_texts
 from grserve.data.evaluation import evaluate, round_metrics
 from grserve.data.split import leave_one_out
 from grserve.engine.config import setting
+from grserve.items.codebooks import FILE_NAME as CODEBOOKS_FILE
+from grserve.items.codebooks import Codebooks
 from grserve.items.item_table import ItemTable
-from grserve.items.semantic_ids import residual_kmeans
+from grserve.items.semantic_ids import centroids_from_codes, residual_kmeans_fit
 from grserve.items.trie import SIDTrie
 from grserve.items.vocab import BOS, EOS, PAD, GRVocab
 from grserve.model.config import ModelConfig
@@ -53,9 +56,27 @@ class TrainConfig:
     threads: int = setting(0, "torch intra-op threads; 0: torch's default")
 
 
-def build_item_table(dataset: SequenceDataset, codebook_size: int, seed: int) -> ItemTable:
-    codes = residual_kmeans(embed_texts(dataset.texts), codebook_size=codebook_size, seed=seed)
-    return ItemTable(codebook_size, codes, dataset.item_ids, dataset.titles)
+def build_item_table(dataset: SequenceDataset, codebook_size: int, seed: int) -> tuple[ItemTable, Codebooks]:
+    codes, centroids = residual_kmeans_fit(embed_texts(dataset.texts), codebook_size=codebook_size, seed=seed)
+    return ItemTable(codebook_size, codes, dataset.item_ids, dataset.titles), Codebooks(centroids, ENCODER)
+
+
+def derive_codebooks(dataset: SequenceDataset, table: ItemTable) -> tuple[Codebooks, dict]:
+    """The codebooks of a model trained before they were saved, from its item table and the dataset's
+    texts embedded as training embedded them: each centroid is the mean of its items' residuals. Also
+    how much of the table `quantize` reproduces: the share of items whose first 1, 2, 3 codes (and each
+    level's code) it gives back."""
+    row_of = {item: row for row, item in enumerate(dataset.item_ids)}
+    missing = [r for r in table.raw_ids if r not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} items of the table are not in dataset {dataset.name}, e.g. {missing[:3]}")
+    # All texts in dataset order, as training embedded them: a batch's padding moves the last float bits.
+    embeddings = embed_texts(dataset.texts)[[row_of[r] for r in table.raw_ids]]
+    codebooks = Codebooks(centroids_from_codes(embeddings, table.codes, table.codebook_size), ENCODER)
+    same = codebooks.quantize(embeddings) == table.codes
+    prefix = np.cumprod(same, axis=1).mean(axis=0)
+    return codebooks, {"items": len(table), "sid": round(float(prefix[-1]), 4),
+                       "prefix": prefix.round(4).tolist(), "level": same.mean(axis=0).round(4).tolist()}
 
 
 def windows(sequences: list[list[int]], length: int, rng: random.Random) -> list[list[int]]:
@@ -98,7 +119,9 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     started = time.time()
-    table = table or build_item_table(dataset, cfg.codebook_size, cfg.seed)
+    codebooks = None
+    if table is None:
+        table, codebooks = build_item_table(dataset, cfg.codebook_size, cfg.seed)
     vocab, trie = GRVocab(cfg.codebook_size), SIDTrie.from_table(table)
     split = leave_one_out(dataset.sequences)
     model = Transformer(model_config(cfg, vocab))
@@ -145,6 +168,10 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     test = evaluate(recommender, split.test, cfg.eval_beam_width, progress=progress)
     recommender.close()
     bundle.save(out_dir)
+    if codebooks is not None:
+        codebooks.save(out_dir)
+    else:  # a given table has no centroids: codebooks left from an earlier model would be wrong for it
+        (Path(out_dir) / CODEBOOKS_FILE).unlink(missing_ok=True)
     report = {"dataset": dataset.describe(), "train_config": asdict(cfg), "best_epoch": best[2],
               "epochs": history, "test": round_metrics(test), "seconds": round(time.time() - started, 1)}
     (Path(out_dir) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")

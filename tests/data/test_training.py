@@ -1,13 +1,18 @@
 """Training learns a pattern a hand-written oracle knows: in the synthetic data every user walks the
-catalog in a fixed cycle, so the next item is always the successor of the last one."""
+catalog in a fixed cycle, so the next item is always the successor of the last one. The codebooks it
+saves turn the items' texts back into their SIDs."""
 import json
 import random
 
 import numpy as np
+import pytest
 
-from grserve.bundle import GRBundle
+from grserve.bundle import DEFAULT_MODEL_DIR, GRBundle
 from grserve.data.dataset import SequenceDataset
-from grserve.data.training import TrainConfig, train, windows
+from grserve.data.embeddings import ENCODER
+from grserve.data.recbole import load_movielens_100k
+from grserve.data.training import TrainConfig, derive_codebooks, train, windows
+from grserve.items.codebooks import Codebooks
 from grserve.items.item_table import ItemTable
 from grserve.recommender import Recommender
 
@@ -49,3 +54,27 @@ def test_training_learns_the_successor(tmp_path):
     # The written directory serves: the successor of the last history item comes first.
     rec = Recommender(GRBundle.load(tmp_path))
     assert rec.recommend(["m5", "m6", "m7"], top_n=1, beam_width=8).items[0].item_id == "m8"
+
+
+def test_training_saves_codebooks_that_give_back_the_sids(tmp_path):
+    # SIDs built from the texts: the saved codebooks turn each item's text back into its SID.
+    ds = cyclic_dataset(users=40)
+    cfg = TrainConfig(codebook_size=4, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                      num_kv_heads=1, max_history_items=4, epochs=1, eval_beam_width=10, valid_users=4)
+    train(ds, cfg, tmp_path, progress=False)
+    codebooks = Codebooks.load(tmp_path)
+    assert codebooks.encoder == ENCODER and codebooks.centroids.shape == (3, 4, 384)
+    assert np.array_equal(codebooks.encode_texts(ds.texts), GRBundle.load(tmp_path).table.codes)
+    # Trained again on a given table, the directory has no centroids for it, so none are left.
+    table = ItemTable(4, np.zeros((N, 3), dtype=np.int32), ds.item_ids)
+    train(ds, cfg, tmp_path, progress=False, table=table)
+    assert Codebooks.load(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_shipped_codebooks_derive_again_and_give_back_every_sid():
+    # The embedded model's SIDs came from sklearn's k-means at training time: the independent oracle.
+    table = ItemTable.load(DEFAULT_MODEL_DIR)
+    codebooks, reproduced = derive_codebooks(load_movielens_100k(), table)
+    np.testing.assert_allclose(codebooks.centroids, Codebooks.load(DEFAULT_MODEL_DIR).centroids, atol=1e-6)
+    assert reproduced == {"items": len(table), "sid": 1.0, "prefix": [1.0] * 3, "level": [1.0] * 3}
