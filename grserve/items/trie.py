@@ -21,6 +21,24 @@ def _indptr(segment_of: np.ndarray, num_segments: int) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
+def _sorted_by_triple(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered by triple, rows sharing a triple in ascending order; and each row's triple key
+    (c0*K + c1)*K + c2, in that order."""
+    n = len(codes)
+    keys = (codes[:, 0] * k + codes[:, 1]) * k + codes[:, 2]
+    if k**3 * max(n, 1) >= 2**63:  # the key and the row would not fit one int64: the slower stable sort
+        order = np.argsort(keys, kind="stable")
+        return order, keys[order]
+    # Key and row in one int64, all distinct, so a plain sort is stable; numpy's (SIMD) sort of 1M int64 takes
+    # ~6 ms here against ~210 ms for lexsort over the three codes.
+    combined = np.sort(keys * n + np.arange(n))
+    return combined % max(n, 1), combined // max(n, 1)
+
+
+def _distinct(sorted_values: np.ndarray) -> np.ndarray:
+    return sorted_values[np.diff(sorted_values, prepend=-1) != 0]
+
+
 # eq=False: tensors have no single truth value, so identity equality it is.
 @dataclass(eq=False)
 class SIDTrie:
@@ -41,15 +59,14 @@ class SIDTrie:
             raise ValueError(f"codes must have shape [N, {LEVELS}], got {codes.shape}")
         if codes.size and (codes.min() < 0 or codes.max() >= k):
             raise ValueError(f"codes must lie in [0, {k}), got [{codes.min()}, {codes.max()}]")
-        # lexsort is stable, so rows sharing a triple stay in ascending row order.
-        order = np.lexsort((codes[:, 2], codes[:, 1], codes[:, 0]))
-        keys = (codes[order, 0] * k + codes[order, 1]) * k + codes[order, 2]
-        triples, counts = np.unique(keys, return_counts=True)
+        order, keys = _sorted_by_triple(codes, k)
+        starts = np.flatnonzero(np.diff(keys, prepend=-1))  # the first row of each distinct triple
+        triples, counts = keys[starts], np.diff(starts, append=len(keys))
         pairs = triples // k  # c0*K + c1 of each leaf, non-decreasing
-        unique_pairs = np.unique(pairs)
+        unique_pairs = _distinct(pairs)
         return cls(
             codebook_size=k,
-            first_codes=torch.from_numpy(np.unique(unique_pairs // k)),
+            first_codes=torch.from_numpy(_distinct(unique_pairs // k)),
             l1_indptr=_indptr(unique_pairs // k, k),
             l1_codes=torch.from_numpy(unique_pairs % k),
             l2_indptr=_indptr(pairs, k * k),

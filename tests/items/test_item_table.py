@@ -118,3 +118,21 @@ def test_load_rejects_foreign_metadata(tmp_path, key, value, match):
     (tmp_path / "items.json").write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ValueError, match=match):
         ItemTable.load(tmp_path)
+
+
+def test_with_items_equals_a_table_built_whole():
+    """Known ids keep their rows (new SID and title), new ids follow in order; the row lookup is the one a table
+    built from scratch has."""
+    base = ItemTable(4, np.array([[0, 1, 2], [3, 3, 3], [1, 1, 1]]), ["a", "b", "c"], ["A", "B", "C"])
+    got = base.with_items(["d", "b", "e"], np.array([[2, 2, 2], [0, 0, 0], [1, 2, 3]]), ["D", None, "E"])
+    want = ItemTable(4, np.array([[0, 1, 2], [0, 0, 0], [1, 1, 1], [2, 2, 2], [1, 2, 3]]),
+                     ["a", "b", "c", "d", "e"], ["A", None, "C", "D", "E"])
+    assert np.array_equal(got.codes, want.codes) and got.codes.dtype == want.codes.dtype
+    assert got.raw_ids == want.raw_ids and got.titles == want.titles
+    assert [got.row_of(r) for r in "abcdez"] == [want.row_of(r) for r in "abcdez"]
+    assert base.raw_ids == ["a", "b", "c"] and base.codes[1].tolist() == [3, 3, 3] and base.row_of("d") is None
+    untitled = ItemTable(4, np.zeros((1, 3), dtype=np.int32), ["a"]).with_items(["b"], np.ones((1, 3)), [None])
+    assert untitled.titles is None and untitled.row_of("b") == 1
+    for bad in ((["x"], [[0, 0, 4]], [None]), (["x", "x"], [[0, 0, 0]] * 2, [None] * 2), (["x"], [[0, 0]], [None])):
+        with pytest.raises(ValueError):
+            base.with_items(bad[0], np.array(bad[1]), bad[2])
