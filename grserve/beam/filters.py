@@ -4,13 +4,16 @@ nodes the beam may not enter.
 A node is closed to a request when no item under it survives the filters, so beams never spend width on
 a prefix that cannot yield an answer. Exclusions are few (a history, a block list): the nodes they empty
 are found by counting removed items per node. An allow list is the opposite: the nodes it keeps are the
-ancestors of its items. Either way only the touched nodes are computed, never a catalog-sized mask."""
+ancestors of its items. Either way only the touched nodes are computed, never a catalog-sized mask. Items the
+catalog disabled are closed for every request already (beam/availability.py): a filter only adds what its own
+exclusions close on top of them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+from grserve.beam.availability import Availability, closure_chain
 from grserve.beam.candidates import CandidateTables
 
 
@@ -25,28 +28,27 @@ class NodeFilter:
         return item not in self.removed and (self.allowed is None or item in self.allowed)
 
 
-def _emptied(emptied_children: torch.Tensor, parent_of: torch.Tensor, degree: torch.Tensor) -> torch.Tensor:
-    """Parents all of whose children are emptied."""
-    parents, counts = torch.unique(parent_of[emptied_children], return_counts=True)
-    return parents[counts == degree[parents]]
-
-
-def build_filter(tables: CandidateTables, exclude: set[int], allow: set[int] | None) -> NodeFilter | None:
+def build_filter(tables: CandidateTables, exclude: set[int], allow: set[int] | None,
+                 availability: Availability | None = None) -> NodeFilter | None:
     if allow is None and not exclude:
         return None
     leaf_of_item, parent_of = tables.leaf_of_item, tables.parent_of
+    items = torch.tensor(sorted(exclude if allow is None else allow - exclude), dtype=torch.long)
+    if availability is not None:  # disabled items are closed already: only the enabled ones count here
+        items = items[~availability.disabled[items]]
     if allow is not None:
-        items = torch.tensor(sorted(allow - exclude), dtype=torch.long)
         leaves = torch.unique(leaf_of_item[items])
         pairs = torch.unique(parent_of[2][leaves])
         return NodeFilter(True, [torch.unique(parent_of[1][pairs]), pairs, leaves], set(exclude), set(allow))
-    items = torch.tensor(sorted(exclude), dtype=torch.long)
-    leaves, counts = torch.unique(leaf_of_item[items], return_counts=True)
-    per_leaf = tables.leaf_items_indptr[1:] - tables.leaf_items_indptr[:-1]
-    leaves = leaves[counts == per_leaf[leaves]]
-    pairs = _emptied(leaves, parent_of[2], tables.levels[2].degree)
-    firsts = _emptied(pairs, parent_of[1], tables.levels[1].degree)
-    return NodeFilter(False, [firsts, pairs, leaves], set(exclude), None)
+    closed, children = [], items
+    for step, (parent, degree) in enumerate(closure_chain(tables)):
+        # A parent closes when its children closed here, plus those the catalog's disabled items closed, are all.
+        parents, counts = torch.unique(parent[children], return_counts=True)
+        if availability is not None:
+            counts = counts + availability.closed_children[step][parents]
+        children = parents[counts == degree[parents]]
+        closed.append(children)
+    return NodeFilter(False, closed[::-1], set(exclude), None)
 
 
 def open_children(filters: list[NodeFilter | None], request_of_row: torch.Tensor, children: torch.Tensor,
