@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from grserve.bundle import GRBundle
 from grserve.engine.config import EngineConfig
 from grserve.engine.gr_engine import GREngine
-from grserve.engine.request import GRRequest, GRResult, InvalidRequest
+from grserve.engine.request import GRRequest, GRResult
+from grserve.errors import InvalidRequest
 from grserve.reference import reference_beam_search
 
 

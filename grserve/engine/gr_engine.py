@@ -22,9 +22,10 @@ from grserve.bundle import GRBundle
 from grserve.engine.config import EngineConfig
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.model_runner import BatchBeams, GRModelRunner, PreparedBatch
-from grserve.engine.request import GRRequest, GRResult, InvalidRequest
+from grserve.engine.request import GRRequest, GRResult
 from grserve.engine.scheduler import FixedStepScheduler
 from grserve.engine.step_plan import step_work
+from grserve.errors import InvalidRequest
 
 
 class GREngine:

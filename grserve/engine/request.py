@@ -9,14 +9,6 @@ from dataclasses import dataclass, field
 _ids = itertools.count()
 
 
-class InvalidRequest(ValueError):
-    """A request field is out of bounds; `param` names the field (as the HTTP API spells it)."""
-
-    def __init__(self, param: str, message: str):
-        super().__init__(f"{param}: {message}")
-        self.param = param
-
-
 class DeadlineExceeded(Exception):
     """The request cannot be answered by its deadline: it passed, or the request's own step would end after it."""
 

@@ -24,32 +24,21 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from grserve.bundle import GRBundle
 from grserve.engine.failure import EngineFailed
-from grserve.engine.request import DeadlineExceeded, EngineOverloaded, InvalidRequest
+from grserve.engine.request import DeadlineExceeded, EngineOverloaded
+from grserve.errors import InvalidRequest
 from grserve.recommender import Recommender
 from grserve.server.config import ServerConfig
+from grserve.server.errors import ERRORS, ApiError
 from grserve.server.gate import Gate
 from grserve.server.metrics import ServerMetrics
 from grserve.server.openai_api import add_openai_routes
 from grserve.server.pd import add_pd_routes
-from grserve.server.protocol import (BatchRecommendRequest, ErrorResponse, RecommendRequest, RecommendResponse,
-                                     error_body)
+from grserve.server.protocol import BatchRecommendRequest, RecommendRequest, RecommendResponse, error_body
 
 if TYPE_CHECKING:  # the LLM engine loads transformers' tokenizer: imported only when an LLM is served
     from grserve.engine.llm_engine import LLMEngine
 
 log = logging.getLogger("grserve.requests")
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 429, 503, 504)}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error",
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind, self.headers = status, message, param, kind, headers
-
-    def body(self) -> dict:
-        return error_body(self.status, self.message, self.param, self.kind)
-
 
 @dataclass
 class ServerState:

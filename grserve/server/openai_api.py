@@ -12,15 +12,16 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from grserve.engine.request import GRRequest, InvalidRequest
+from grserve.engine.request import GRRequest
 from grserve.engine.sequence import PRIORITY
+from grserve.errors import InvalidRequest
 from grserve.model.tokenizer import chat_prompt, prompt_token_ids
+from grserve.server.errors import ApiError
 from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
 from grserve.server.pd import pull_prefill
 
 
 def _params(req, max_tokens: int | None, logprobs: int | None):
-    from grserve.server.app import ApiError
     try:
         return req.sampling(max_tokens or 16, logprobs)
     except ValueError as e:
@@ -29,7 +30,6 @@ def _params(req, max_tokens: int | None, logprobs: int | None):
 
 
 def _llm(state):
-    from grserve.server.app import ApiError
     if state.llm is None:
         raise ApiError(404 if state.config.llm_model is None else 503,
                        "no LLM is served here" if state.config.llm_model is None else "LLM is loading",
@@ -53,7 +53,6 @@ TIMEOUT_MESSAGE = "timeout_ms: the deadline passed before the generation finishe
 
 def _deadline(state, req) -> float | None:
     """The request's deadline on the event loop's clock, from `timeout_ms` (None: none)."""
-    from grserve.server.app import ApiError
     if req.timeout_ms is None:
         return None
     if req.timeout_ms > state.config.max_timeout_ms:
@@ -74,7 +73,6 @@ async def _until(deltas, deadline: float | None):
 
 
 async def _collect(engine, ids, params, priority, rid, deadline: float | None):
-    from grserve.server.app import ApiError
     outs: dict[int, dict] = {}
     try:
         async with contextlib.aclosing(engine.generate(ids, params, priority, rid)) as deltas:
@@ -125,8 +123,6 @@ async def _stream(engine, ids, params, priority, rid, base: dict, chat: bool, in
 
 
 def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
-    from grserve.server.app import ApiError
-
     @app.post("/v1/completions", responses=errors)
     async def completions(req: CompletionRequest, request: Request):
         if req.beam_width is not None:
@@ -203,7 +199,6 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
 async def _gr_completion(state, req: CompletionRequest) -> dict:
     """A GR model through the completions API: token-id prompt, beam_width, max_tokens 3 → the n best
     SID triples, each a choice with its tokens and score."""
-    from grserve.server.app import ApiError
     rec = state.ready()
     if not (isinstance(req.prompt, list) and all(isinstance(t, int) for t in req.prompt)):
         raise ApiError(400, "prompt: a GR model takes a list of token ids", "prompt")

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from grserve.engine.sequence import ONLINE, PRIORITY
 from grserve.kv.transfer import KVBlocks
 from grserve.sampling.params import SamplingParams
+from grserve.server.errors import ApiError
 from grserve.server.protocol import PREFILL_HEADER
 
 log = logging.getLogger("grserve")
@@ -63,7 +64,6 @@ async def pull_prefill(state, request: Request, prompts: list[list[int]], priori
 
 
 def add_pd_routes(app: FastAPI, state, errors: dict) -> None:
-    from grserve.server.app import ApiError
     from grserve.server.openai_api import _llm
 
     @app.post("/v1/pd/prefill", responses=errors)
