@@ -1,0 +1,199 @@
+"""The changes a live catalog takes, as typed values: read from request bodies (every check that needs no
+catalog state, each error naming its field as the HTTP API spells it) and written to and read from the change
+log as JSON.
+
+An item id is the dataset's own, an integer or a string, kept as a string as the item table keeps it."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from grserve.errors import InvalidRequest
+from grserve.items.item_table import LEVELS
+
+ITEM_FIELDS = {"item_id", "semantic_id", "text", "title"}
+# texts → SIDs int [N, LEVELS], by the model's codebooks; None when the model was trained without them.
+TextEncoder = Callable[[list[str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class NewItem:
+    item_id: str
+    semantic_id: tuple[int, ...]
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class AddItems:
+    """Adds items, or gives existing ones a new SID (and title) in place."""
+    items: tuple[NewItem, ...]
+    kind = "add"
+
+
+@dataclass(frozen=True)
+class RemoveItems:
+    item_ids: tuple[str, ...]
+    kind = "remove"
+
+
+@dataclass(frozen=True)
+class SetAvailability:
+    disable: tuple[str, ...]
+    enable: tuple[str, ...]
+    kind = "availability"
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """A new version whose content equals that of `to_version`."""
+    to_version: int
+    kind = "rollback"
+
+
+Change = AddItems | RemoveItems | SetAvailability | Rollback
+KINDS = tuple(c.kind for c in (AddItems, RemoveItems, SetAvailability, Rollback))
+
+
+def size(change: Change) -> int:
+    """Items the change names (the version for a rollback: none)."""
+    if isinstance(change, AddItems):
+        return len(change.items)
+    if isinstance(change, RemoveItems):
+        return len(change.item_ids)
+    if isinstance(change, SetAvailability):
+        return len(change.disable) + len(change.enable)
+    return 0
+
+
+def to_json(change: Change) -> dict:
+    if isinstance(change, AddItems):
+        items = [{"item_id": i.item_id, "semantic_id": list(i.semantic_id)} | ({"title": i.title} if i.title else {})
+                 for i in change.items]
+        return {"kind": change.kind, "items": items}
+    if isinstance(change, RemoveItems):
+        return {"kind": change.kind, "item_ids": list(change.item_ids)}
+    if isinstance(change, SetAvailability):
+        return {"kind": change.kind, "disable": list(change.disable), "enable": list(change.enable)}
+    return {"kind": change.kind, "to_version": change.to_version}
+
+
+def from_json(entry: dict) -> Change:
+    """The change of a log entry (written by `to_json`); ValueError when it is not one."""
+    try:
+        kind = entry["kind"]
+        if kind == AddItems.kind:
+            return AddItems(tuple(NewItem(str(i["item_id"]), tuple(int(c) for c in i["semantic_id"]), i.get("title"))
+                                  for i in entry["items"]))
+        if kind == RemoveItems.kind:
+            return RemoveItems(tuple(entry["item_ids"]))
+        if kind == SetAvailability.kind:
+            return SetAvailability(tuple(entry["disable"]), tuple(entry["enable"]))
+        if kind == Rollback.kind:
+            return Rollback(int(entry["to_version"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"malformed {entry.get('kind')!r} change: {e!r}") from None
+    raise ValueError(f"unknown change kind {kind!r}")
+
+
+def item_id(value: object, param: str) -> str:
+    # bool is an int to Python, never an item id to a person
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
+        raise InvalidRequest(param, f"must be a non-empty string or an integer, got {value!r}")
+    return str(value)
+
+
+def item_ids(values: object, param: str, allow_empty: bool = False) -> tuple[str, ...]:
+    """Ids of a list, each once; `param.i` names a bad or repeated one."""
+    if not isinstance(values, list) or (not values and not allow_empty):
+        raise InvalidRequest(param, "must be a non-empty list of item ids")
+    ids = tuple(item_id(v, f"{param}.{i}") for i, v in enumerate(values))
+    _no_repeats(ids, lambda i: f"{param}.{i}")
+    return ids
+
+
+def _no_repeats(ids: tuple[str, ...], param_of: Callable[[int], str]) -> None:
+    first: dict[str, int] = {}
+    for i, v in enumerate(ids):
+        if first.setdefault(v, i) != i:
+            raise InvalidRequest(param_of(i), f"item id {v!r} appears twice (also {param_of(first[v])})")
+
+
+def semantic_id(value: object, param: str, codebook_size: int) -> tuple[int, ...]:
+    ok = (isinstance(value, (list, tuple, np.ndarray)) and len(value) == LEVELS
+          and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < codebook_size
+                  for c in value))
+    if not ok:
+        raise InvalidRequest(param, f"must be {LEVELS} integer codes in [0, {codebook_size}), got {value!r}")
+    return tuple(int(c) for c in value)
+
+
+def parse_add(items: object, codebook_size: int, encode_texts: TextEncoder | None) -> AddItems:
+    """`items` of a request body: each `{"item_id", "semantic_id": [c0, c1, c2]}` or `{"item_id", "text"}`,
+    with an optional `title`. Texts are encoded together, once every other field has passed."""
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("items", "must be a non-empty list of items")
+    ids, sids, titles, texts = [], [], [], {}
+    for i, item in enumerate(items):
+        at = f"items.{i}"
+        if not isinstance(item, dict):
+            raise InvalidRequest(at, f"must be an object with item_id and semantic_id or text, got {item!r}")
+        unknown = sorted(set(item) - ITEM_FIELDS)
+        if unknown:
+            raise InvalidRequest(f"{at}.{unknown[0]}", f"unknown field (an item has {sorted(ITEM_FIELDS)})")
+        if "item_id" not in item:
+            raise InvalidRequest(f"{at}.item_id", "required")
+        ids.append(item_id(item["item_id"], f"{at}.item_id"))
+        has_sid, has_text = item.get("semantic_id") is not None, item.get("text") is not None
+        if has_sid == has_text:
+            raise InvalidRequest(f"{at}.semantic_id", "give exactly one of semantic_id and text")
+        if has_text:
+            if not isinstance(item["text"], str) or not item["text"].strip():
+                raise InvalidRequest(f"{at}.text", "must be a non-empty string")
+            texts[i] = item["text"]
+        sids.append(semantic_id(item["semantic_id"], f"{at}.semantic_id", codebook_size) if has_sid else None)
+        title = item.get("title")
+        if title is not None and not isinstance(title, str):
+            raise InvalidRequest(f"{at}.title", f"must be a string, got {title!r}")
+        titles.append(title)
+    _no_repeats(tuple(ids), lambda i: f"items.{i}.item_id")
+    for i, sid in _encode(texts, codebook_size, encode_texts):
+        sids[i] = sid
+    return AddItems(tuple(NewItem(*fields) for fields in zip(ids, sids, titles)))
+
+
+def _encode(texts: dict[int, str], codebook_size: int, encode_texts: TextEncoder | None):
+    """(position, SID) of every text item."""
+    if not texts:
+        return []
+    first = f"items.{min(texts)}.text"
+    if encode_texts is None:
+        raise InvalidRequest(first, "this model was trained without codebooks, so an item cannot be added by its "
+                                    "text: give its semantic_id")
+    try:
+        codes = encode_texts(list(texts.values()))
+    except (ImportError, ValueError) as e:  # no encoder installed, or codebooks of another encoder
+        raise InvalidRequest(first, f"the text cannot be encoded here: {e}") from None
+    return [(i, semantic_id(c, f"items.{i}.text", codebook_size)) for i, c in zip(texts, codes)]
+
+
+def parse_availability(disable: object, enable: object) -> SetAvailability:
+    change = SetAvailability(item_ids(disable, "disable", True), item_ids(enable, "enable", True))
+    if not change.disable and not change.enable:
+        raise InvalidRequest("disable", "give at least one item id to disable or enable")
+    both = set(change.disable) & set(change.enable)
+    for i, v in enumerate(change.enable):
+        if v in both:
+            raise InvalidRequest(f"enable.{i}", f"item id {v!r} is in disable too")
+    return change
+
+
+def parse_rollback(version: object, current: int) -> Rollback:
+    """To `version`, by default the one before the current."""
+    if version is None:
+        version = current - 1
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < current:
+        raise InvalidRequest("version", f"must be an earlier version, in [0, {current}), got {version!r}"
+                             + (" (nothing has changed yet)" if current == 0 else ""))
+    return Rollback(version)

@@ -1,0 +1,165 @@
+"""The live catalog: versioned snapshots, changed one at a time and published whole.
+
+Version 0 is the model directory's item table; every change (add or update items, remove items, disable or
+enable them, roll back to an earlier version) makes the next version. A change is checked against the current
+version, built into a new snapshot (the trie and candidate tables, or for availability only the masks), made
+durable in the change log when there is a state directory, and only then published as `current`: requests
+that read `current` before see the old version whole, those after the new one whole. Changes run one at a time
+under a lock, on the caller's thread (the HTTP handler's worker thread), never on the engine's step thread.
+
+A rollback to version N replays the changes up to N over version 0 (cheap: a change costs its own size, see
+state.py), so every version stays reachable without keeping old snapshots in memory."""
+from __future__ import annotations
+
+import collections
+import functools
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from grserve.catalog import changes
+from grserve.catalog.change_log import ChangeLog, fingerprint
+from grserve.catalog.changes import AddItems, Change, Rollback
+from grserve.catalog.snapshot import CatalogSnapshot
+from grserve.catalog.state import CatalogState, ItemStore
+from grserve.items.item_table import ItemTable
+
+
+class LiveCatalog:
+    def __init__(self, base: CatalogSnapshot, state_dir: str | Path | None = None,
+                 model_dir: str | Path | None = None, recent: int = 20):
+        """`base`: version 0. `state_dir`: where the change log lives (None: in memory only, lost on exit).
+        `model_dir`: where the codebooks of items added by text are (None: none)."""
+        if base.version != 0 or base.disabled:
+            raise ValueError("the base of a live catalog is version 0, with nothing disabled")
+        self.base = self.current = base
+        self.model_dir = model_dir
+        self.log = ChangeLog(state_dir, fingerprint(base.table)) if state_dir is not None else None
+        self.recent: tuple[dict, ...] = ()  # the last changes, newest last; replaced whole, so readers need no lock
+        self._keep_recent = recent
+        self.applied: collections.Counter[str] = collections.Counter()  # changes this process made, by kind
+        self._store = ItemStore(base.table)
+        self._base_state = CatalogState.of(base.table)
+        self._state = self._base_state
+        self._changes: list[Change] = []  # change v is _changes[v - 1]
+        self._first_record: dict[int, int] = {}  # version of an AddItems → its first record in the store
+        self._lock = threading.Lock()
+        if self.log is not None:
+            self._load()
+
+    @property
+    def version(self) -> int:
+        return self.current.version
+
+    def add_items(self, items: list[dict]) -> CatalogSnapshot:
+        """Adds `{"item_id", "semantic_id": [c0, c1, c2]}` or `{"item_id", "text"}` items (each with an optional
+        `title`); an existing id gets the new SID in its place."""
+        return self.apply(changes.parse_add(items, self.base.table.codebook_size, self._text_encoder()))
+
+    def remove_items(self, item_ids: list) -> CatalogSnapshot:
+        return self.apply(changes.RemoveItems(changes.item_ids(item_ids, "item_ids")))
+
+    def set_availability(self, disable: list = (), enable: list = ()) -> CatalogSnapshot:
+        return self.apply(changes.parse_availability(list(disable), list(enable)))
+
+    def rollback(self, version: int | None = None) -> CatalogSnapshot:
+        """A new version equal to `version` (default: the one before the current)."""
+        with self._lock:  # the default reads the current version: no change may land in between
+            return self._apply(changes.parse_rollback(version, self.version))
+
+    def apply(self, change: Change) -> CatalogSnapshot:
+        """Publishes the next version; InvalidRequest (naming the field) when the change does not fit the
+        current one, and nothing changes."""
+        with self._lock:
+            return self._apply(change)
+
+    def _apply(self, change: Change) -> CatalogSnapshot:
+        version = self.version + 1
+        if isinstance(change, Rollback):
+            changes.parse_rollback(change.to_version, self.version)
+            state, first = self._replay(change.to_version), None
+        else:
+            self._state.check(change)
+            if isinstance(change, AddItems):
+                change = self._state.with_titles(change, self._store)
+            first = self._store.append(change.items) if isinstance(change, AddItems) else None
+            state = self._state.apply(change, version, first)
+        snapshot = self._snapshot(state, version, self._added(change))
+        at = time.time()
+        if self.log is not None:
+            self.log.append({"version": version, "at": round(at, 3), **changes.to_json(change)})
+        self._record(change, version, first, at)
+        self._state, self.current = state, snapshot
+        self.applied[change.kind] += 1
+        return snapshot
+
+    def _record(self, change: Change, version: int, first: int | None, at: float) -> None:
+        self._changes.append(change)
+        if first is not None:
+            self._first_record[version] = first
+        entry = {"version": version, "kind": change.kind, "items": changes.size(change), "at": round(at, 3)}
+        if isinstance(change, Rollback):
+            entry["to_version"] = change.to_version
+        self.recent = (*self.recent, entry)[-self._keep_recent:]
+
+    def _added(self, change: Change) -> ItemTable | None:
+        """The current table with an AddItems' items: what the store would give, without rebuilding its row
+        lookup (additions are what a catalog takes most, and most often in bulk)."""
+        if not isinstance(change, AddItems):
+            return None
+        items = change.items
+        return self.current.table.with_items([i.item_id for i in items], np.array([i.semantic_id for i in items]),
+                                             [i.title for i in items])
+
+    def _snapshot(self, state: CatalogState, version: int, table: ItemTable | None = None) -> CatalogSnapshot:
+        """The snapshot of `state` (whose item table is `table`, when known): table, trie and tables shared with
+        the current version or version 0 when the items are theirs, built afresh otherwise."""
+        for known, items_version in ((self.current, self._state.items_version), (self.base, 0)):
+            if state.items_version == items_version:
+                return known.with_disabled(version, state.disabled_rows(known.table))
+        table = table or self._store.table(state.order)
+        return CatalogSnapshot.build(version, table, state.disabled_rows(table))
+
+    def _replay(self, upto: int) -> CatalogState:
+        """The state of version `upto`, from version 0 and the changes since."""
+        targets = {c.to_version for c in self._changes[:upto] if isinstance(c, Rollback)}
+        state, saved = self._base_state.copy(), {}
+        for version, change in enumerate(self._changes[:upto], 1):
+            if version - 1 in targets:
+                saved[version - 1] = state.copy()
+            if isinstance(change, Rollback):
+                state = saved[change.to_version].copy()
+            else:
+                state = state.apply(change, version, self._first_record.get(version), in_place=True)
+        return state
+
+    def _load(self) -> None:
+        """Replays the change log: the catalog comes back at its last acknowledged version."""
+        entries = self.log.load()
+        for version, entry in enumerate(entries, 1):
+            change = changes.from_json(entry)
+            first = self._store.append(change.items) if isinstance(change, AddItems) else None
+            self._record(change, version, first, entry.get("at", 0.0))
+        if entries:
+            try:
+                state = self._replay(len(entries))
+            except KeyError as e:  # a log that was edited by hand, or belongs to another history
+                raise ValueError(f"{self.log.path}: a change names item {e} that its version does not hold") from None
+            self.current = self._snapshot(state, len(entries))
+            self._state = state
+
+    @functools.cached_property
+    def _codebooks(self):
+        from grserve.items.codebooks import Codebooks  # only a catalog that receives text needs them
+        return Codebooks.load(self.model_dir) if self.model_dir is not None else None
+
+    def _text_encoder(self) -> changes.TextEncoder | None:
+        return self._codebooks.encode_texts if self._codebooks is not None else None
+
+    def summary(self, snapshot: CatalogSnapshot | None = None) -> dict:
+        """Version, size and the last changes, of `snapshot` (a version a change returned) or the current one."""
+        s = snapshot or self.current
+        return {"version": s.version, "items": len(s.table), "disabled": len(s.disabled),
+                "semantic_id_triples": s.trie.num_triples, "changes": list(self.recent)}
