@@ -32,6 +32,7 @@ class GRBundle:
     trie: SIDTrie
     vocab: GRVocab
     settings: GRSettings
+    directory: Path | None = None  # where it was loaded from (its codebooks, for items added by text)
 
     @classmethod
     def load(cls, directory: str | Path | None = None, device: str = "cpu") -> "GRBundle":
@@ -45,7 +46,7 @@ class GRBundle:
         if model.config.vocab_size != vocab.size:
             raise ValueError(f"{directory}: model vocab_size {model.config.vocab_size} does not match "
                              f"the item table's vocabulary of {vocab.size} tokens")
-        return cls(model, table, SIDTrie.from_table(table), vocab, settings)
+        return cls(model, table, SIDTrie.from_table(table), vocab, settings, directory)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -19,6 +19,7 @@ import time
 from typing import Callable
 
 from grserve.bundle import GRBundle
+from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.engine.config import EngineConfig
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.model_runner import BatchBeams, GRModelRunner, PreparedBatch
@@ -54,6 +55,12 @@ class GREngine:
         if self._runner_error is not None or self.failure is not None:
             self.shutdown()
             raise self._runner_error or EngineFailed(self.failure)
+
+    @property
+    def catalog(self) -> CatalogSnapshot:
+        """Catalog version 0, the bundle's item table (built on the step thread with the runner): what a request
+        naming no version is answered on, and the base a live catalog starts from."""
+        return self.runner.catalog
 
     def validate(self, request: GRRequest) -> None:
         if not 1 <= request.beam_width <= self.config.max_beam_width:
@@ -198,14 +205,15 @@ class GREngine:
         self.scheduler.observe_step(step_work(batch.requests), compute_ms / 1000, late, len(timed) - late)
         for hook in self.step_hooks:
             hook(batch, beams)
-        tables = self.runner.tables
+        catalog = batch.catalog
         for r, f, leaves, scores in zip(batch.requests, batch.filters, beams.leaves, beams.scores):
             items = []
             for leaf, score in zip(leaves, scores):
-                rows = tables.items_of_leaf(leaf)
-                sid = tuple(int(c) for c in self.bundle.table.codes[rows[0]])
-                items.extend((i, score, sid) for i in rows if f is None or f.keeps(i))
+                rows = catalog.tables.items_of_leaf(leaf)
+                sid = tuple(int(c) for c in catalog.table.codes[rows[0]])
+                items.extend((i, score, sid) for i in rows if catalog.available(i) and (f is None or f.keeps(i)))
                 if len(items) >= r.top_n:
                     break
             settle(r.future, GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms,
-                                      1000 * beams.prefill_s, 1000 * beams.decode_s, 1000 * beams.select_s))
+                                      1000 * beams.prefill_s, 1000 * beams.decode_s, 1000 * beams.select_s,
+                                      catalog.version))

@@ -2,7 +2,9 @@
 
 `prepare` is host work (padding prompts, masks, filters) and may run on another thread while the
 previous batch computes. `run` does the whole fixed step: prefill, then per level gather the logits at
-the trie children of each beam, select the next beams, and decode them against the KV cache."""
+the trie children of each beam, select the next beams, and decode them against the KV cache. A batch runs on
+the candidate tables of its requests' catalog version (one per batch, as the scheduler cuts steps), with the
+version's disabled items closed to every request."""
 from __future__ import annotations
 
 import time
@@ -11,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from grserve.beam.candidates import CandidateTables
 from grserve.beam.filters import NodeFilter, build_filter, open_children
 from grserve.beam.topk import early_topk, full_topk, per_beam_topk
 from grserve.bundle import GRBundle
+from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.engine.config import EngineConfig
 from grserve.engine.request import GRRequest
 from grserve.items.vocab import PAD
@@ -32,6 +34,7 @@ class PreparedBatch:
     lengths: torch.Tensor  # [R]
     widths: torch.Tensor  # [R] beam width per request
     filters: list[NodeFilter | None]
+    catalog: CatalogSnapshot  # the version every request of the batch is answered on
 
     @property
     def width(self) -> int:
@@ -61,7 +64,8 @@ class GRModelRunner:
     def __init__(self, bundle: GRBundle, config: EngineConfig):
         self.bundle, self.config = bundle, config
         self.device = torch.device(config.device)
-        self.tables = CandidateTables.build(bundle.trie, bundle.vocab)  # built once, reused by every batch
+        # Version 0, the bundle's own table: the catalog of requests that name none.
+        self.catalog = CatalogSnapshot.build(0, bundle.table, trie=bundle.trie)
         mc = bundle.model.config
         if config.separated_kv:  # the unshared buffer is allocated here once and reused by every batch
             self.kv = SeparatedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, mc.head_dim,
@@ -80,11 +84,14 @@ class GRModelRunner:
             ids[i, P - len(r.prompt):] = r.prompt
             valid[i, P - len(r.prompt):] = True
         mask = np.tril(np.ones((P, P), dtype=bool)) & valid[:, None, :]
-        filters = [build_filter(self.tables, r.exclude, r.allow) for r in requests]
+        catalog = requests[0].catalog or self.catalog
+        if any((r.catalog or self.catalog) is not catalog for r in requests):
+            raise ValueError("a batch mixes catalog versions: each is answered on one version's tables")
+        filters = [build_filter(catalog.tables, r.exclude, r.allow, catalog.availability) for r in requests]
         positions = np.maximum(valid.cumsum(1) - 1, 0)
         return PreparedBatch(requests, torch.from_numpy(ids), torch.from_numpy(positions), torch.from_numpy(valid),
                              torch.from_numpy(mask[:, None]), torch.from_numpy(valid.sum(1)),
-                             torch.tensor([r.beam_width for r in requests]), filters)
+                             torch.tensor([r.beam_width for r in requests]), filters, catalog)
 
     def _logprobs(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.log_softmax(logits[:, -1].float(), dim=-1).cpu()
@@ -120,7 +127,7 @@ class GRModelRunner:
             keep = torch.isfinite(best)
             grid, grid_width = keep.nonzero().squeeze(1), W
             parent = packed_of_slot[parent_slot[keep]]
-            table = self.tables.levels[level]
+            table = batch.catalog.tables.levels[level]
             tokens = table.tokens[nodes[parent], slot[keep]]
             nodes, scores = table.base[nodes[parent]] + slot[keep], best[keep]
             if level == 1:
@@ -134,11 +141,14 @@ class GRModelRunner:
 
     def _candidates(self, batch, level, logprobs, nodes, scores, grid, grid_width, W):
         """Each packed row's best W children: (values, child slots) [rows, k], sorted."""
-        table = self.tables.levels[level]
+        tables, availability = batch.catalog.tables, batch.catalog.availability
+        table = tables.levels[level]
         D = table.max_degree
         children = table.base[nodes][:, None] + torch.arange(D)
         ok = table.valid[nodes]
-        opened = open_children(batch.filters, grid // grid_width, children, level, self.tables.num_nodes(level))
+        if availability is not None:
+            ok &= availability.opens(level, children)
+        opened = open_children(batch.filters, grid // grid_width, children, level, tables.num_nodes(level))
         if opened is not None:
             ok &= opened
         if self.config.trie_candidates:

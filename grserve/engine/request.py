@@ -6,6 +6,8 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from grserve.catalog.snapshot import CatalogSnapshot
+
 _ids = itertools.count()
 
 
@@ -32,6 +34,9 @@ class GRRequest:
     allow: set[int] | None = None  # when given, only these item rows may be returned
     deadline: float | None = None  # time.perf_counter() by which it must be answered, or None
     priority: int = 0  # 0 online, 1 offline: offline waits while any online request can start
+    # The catalog version the request is answered on, wholly (its item rows are that version's); None: the
+    # engine's own, its bundle's item table.
+    catalog: CatalogSnapshot | None = field(default=None, repr=False)
     request_id: int = field(default_factory=lambda: next(_ids))
     arrival: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future, repr=False)
@@ -48,3 +53,4 @@ class GRResult:
     prefill_ms: float = 0.0
     decode_ms: float = 0.0
     select_ms: float = 0.0
+    catalog_version: int = 0

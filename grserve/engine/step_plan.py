@@ -2,8 +2,9 @@
 admission (which plans every step ahead to predict when a new request would finish).
 
 Requests come in scheduling order (priority, then deadline, then arrival). A step takes them while its beam
-rows, prompt tokens (padded to the step's longest prompt) and work stay within the budgets. A step's work is
-its beam rows, each request's own (rows are packed per request, never padded to the widest), plus its padded
+rows, prompt tokens (padded to the step's longest prompt) and work stay within the budgets, and while they share
+the first one's catalog version (a step runs on one version's tables, so a change cuts the step). A step's work
+is its beam rows, each request's own (rows are packed per request, never padded to the widest), plus its padded
 prompt tokens. Offline work adds at most a share of the step budget on top of the online work, so an online
 request arriving meanwhile never waits behind a long offline step."""
 from __future__ import annotations
@@ -25,6 +26,7 @@ class StepCut:
         self.config, self.budget = config, budget
         self.requests = self.online = self.rows = self.length = 0
         self.online_work = 0
+        self.catalog = None  # the first request's catalog version: every request of the step is answered on it
 
     def work(self, extra: GRRequest | None = None) -> int:
         n, rows, length = self.requests, self.rows, self.length
@@ -38,12 +40,16 @@ class StepCut:
             return True  # a lone request always fits: the budgets bound batching, not a request
         if self.requests >= c.max_batch_requests or self.rows + r.beam_width > c.max_batch_rows:
             return False
+        if r.catalog is not self.catalog:
+            return False
         if (self.requests + 1) * max(self.length, len(r.prompt)) > c.max_batch_prompt_tokens:
             return False
         limit = self.budget if r.priority == 0 else self.online_work + c.offline_step_fraction * self.budget
         return self.work(r) <= limit
 
     def add(self, r: GRRequest) -> None:
+        if self.requests == 0:
+            self.catalog = r.catalog
         self.requests += 1
         self.rows += r.beam_width
         self.length = max(self.length, len(r.prompt))

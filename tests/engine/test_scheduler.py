@@ -127,3 +127,14 @@ def test_closed_scheduler_fails_the_waiting_and_refuses_new_requests():
     assert cancelled.future.cancelled() and len(s) == 0 and s.waiting_rows == 0
     with pytest.raises(RuntimeError, match="engine died: boom"):
         s.add(req(8, 5))
+
+
+def test_a_step_never_mixes_catalog_versions():
+    """A change cuts the step: requests of another catalog version than the step's first wait for the next."""
+    s = FixedStepScheduler(EngineConfig(max_beam_width=8, max_batch_rows=64))
+    v0, v1 = object(), object()  # snapshots, compared by identity only
+    for version in (v0, v0, v1, v1, v0):
+        r = req(8, 5)
+        r.catalog = version
+        s.add(r)
+    assert [[r.catalog for r in s.schedule()] for _ in range(3)] == [[v0, v0], [v1, v1], [v0]]
