@@ -1,7 +1,10 @@
 """A small Python client for a grserve server, sync (`GRServeClient`) and async (`AsyncGRServeClient`).
 
 Errors come back as `GRServeError` carrying the HTTP status and the server's JSON error body, so callers
-can tell back-pressure (429, with `retry_after`) from a deadline (504) from a bad field (400, `param`)."""
+can tell back-pressure (429, with `retry_after`) from a deadline (504) from a bad field (400, `param`).
+`api_key` is sent to the public routes of a server started with one; `admin_token` to the catalog admin routes
+(`catalog`, `add_items`, `remove_items`, `set_availability`, `rollback`), each of which answers the catalog's
+summary: its version, size and last changes."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +26,24 @@ def _payload(history: list, **options: Any) -> dict:
     return {"history": list(history), **{k: v for k, v in options.items() if v is not None}}
 
 
+def _bearer(secret: str | None) -> dict:
+    return {"authorization": f"Bearer {secret}"} if secret else {}
+
+
+def _catalog_call(call: str, *args) -> dict:
+    """The HTTP request of a catalog admin call, as `httpx.Client.request` arguments."""
+    if call == "add_items":
+        return {"method": "POST", "url": "/v1/catalog/items", "json": {"items": list(args[0])}}
+    if call == "remove_items":
+        return {"method": "DELETE", "url": "/v1/catalog/items", "json": {"item_ids": list(args[0])}}
+    if call == "set_availability":
+        return {"method": "POST", "url": "/v1/catalog/availability",
+                "json": {"disable": list(args[0]), "enable": list(args[1])}}
+    if call == "rollback":
+        return {"method": "POST", "url": "/v1/catalog/rollback", "json": {"version": args[0]}}
+    return {"method": "GET", "url": "/v1/catalog"}
+
+
 def _check(response: httpx.Response) -> Any:
     try:
         body = response.json()
@@ -34,8 +55,10 @@ def _check(response: httpx.Response) -> Any:
 
 
 class GRServeClient:
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 30.0):
-        self.http = httpx.Client(base_url=base_url, timeout=timeout)
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 30.0, api_key: str | None = None,
+                 admin_token: str | None = None):
+        self.http = httpx.Client(base_url=base_url, timeout=timeout, headers=_bearer(api_key))
+        self.admin_token = admin_token
 
     def recommend(self, history: list, **options: Any) -> dict:
         """options: top_n, beam_width, exclude, allow, exclude_history, timeout_ms, request_id."""
@@ -50,6 +73,26 @@ class GRServeClient:
     def health(self) -> bool:
         return self.http.get("/health").status_code == 200
 
+    def _admin(self, call: str, *args) -> dict:
+        return _check(self.http.request(**_catalog_call(call, *args), headers=_bearer(self.admin_token)))
+
+    def catalog(self) -> dict:
+        return self._admin("catalog")
+
+    def add_items(self, items: list[dict]) -> dict:
+        """items: `{"item_id", "semantic_id": [c0, c1, c2]}` or `{"item_id", "text"}`, each with an optional title."""
+        return self._admin("add_items", items)
+
+    def remove_items(self, item_ids: list) -> dict:
+        return self._admin("remove_items", item_ids)
+
+    def set_availability(self, disable: list = (), enable: list = ()) -> dict:
+        return self._admin("set_availability", disable, enable)
+
+    def rollback(self, version: int | None = None) -> dict:
+        """To `version`; by default the one before the current."""
+        return self._admin("rollback", version)
+
     def close(self) -> None:
         self.http.close()
 
@@ -62,9 +105,10 @@ class GRServeClient:
 
 class AsyncGRServeClient:
     def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout: float = 30.0,
-                 max_connections: int = 256):
+                 max_connections: int = 256, api_key: str | None = None, admin_token: str | None = None):
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, headers=_bearer(api_key))
+        self.admin_token = admin_token
 
     async def recommend(self, history: list, **options: Any) -> dict:
         return _check(await self.http.post("/v1/recommend", json=_payload(history, **options)))
@@ -77,6 +121,24 @@ class AsyncGRServeClient:
 
     async def health(self) -> bool:
         return (await self.http.get("/health")).status_code == 200
+
+    async def _admin(self, call: str, *args) -> dict:
+        return _check(await self.http.request(**_catalog_call(call, *args), headers=_bearer(self.admin_token)))
+
+    async def catalog(self) -> dict:
+        return await self._admin("catalog")
+
+    async def add_items(self, items: list[dict]) -> dict:
+        return await self._admin("add_items", items)
+
+    async def remove_items(self, item_ids: list) -> dict:
+        return await self._admin("remove_items", item_ids)
+
+    async def set_availability(self, disable: list = (), enable: list = ()) -> dict:
+        return await self._admin("set_availability", disable, enable)
+
+    async def rollback(self, version: int | None = None) -> dict:
+        return await self._admin("rollback", version)
 
     async def close(self) -> None:
         await self.http.aclose()

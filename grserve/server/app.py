@@ -27,6 +27,7 @@ from grserve.engine.failure import EngineFailed
 from grserve.engine.request import DeadlineExceeded, EngineOverloaded
 from grserve.errors import InvalidRequest
 from grserve.recommender import Recommender
+from grserve.server.catalog_api import catalog_router
 from grserve.server.config import ServerConfig
 from grserve.server.errors import ERRORS, ApiError
 from grserve.server.gate import Gate
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # the LLM engine loads transformers' tokenizer: imported only
     from grserve.engine.llm_engine import LLMEngine
 
 log = logging.getLogger("grserve.requests")
+
 
 @dataclass
 class ServerState:
@@ -54,9 +56,11 @@ class ServerState:
     _client: httpx.AsyncClient | None = None
 
     def http_client(self) -> httpx.AsyncClient:
-        """One pooled client for the calls this instance makes to others (KV from prefill instances)."""
+        """One pooled client for the calls this instance makes to others (KV from prefill instances), with this
+        instance's API key, which the instances of one deployment share."""
         if self._client is None:
-            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64))
+            auth = {"authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
+            self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), headers=auth)
         return self._client
 
     @property
@@ -82,6 +86,7 @@ class ServerState:
 
     def attach(self, recommender: Recommender) -> None:
         self.metrics.attach(recommender.engine)
+        self.metrics.attach_catalog(recommender.catalog)
         self.recommender = recommender
 
 
@@ -91,7 +96,7 @@ def model_name(path: str | None) -> str:
 
 def load_recommender(config: ServerConfig) -> Recommender:
     return Recommender(GRBundle.load(config.model, device=config.engine.device), config.engine,
-                       config.history_overflow)
+                       config.history_overflow, config.state_dir)
 
 
 async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") -> dict:
@@ -126,7 +131,7 @@ async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") ->
     total = time.perf_counter() - started
     state.metrics.on_result(result, total)
     body = {"id": req.request_id or f"rec-{uuid.uuid4().hex}", "model": state.model_name,
-            "items": [vars(i) for i in out.items], "warnings": out.warnings,
+            "catalog_version": out.catalog_version, "items": [vars(i) for i in out.items], "warnings": out.warnings,
             "usage": {"prompt_tokens": out.prompt_tokens, "beam_width": req.beam_width},
             "timing_ms": {"queue": round(result.queue_ms, 3), "compute": round(result.compute_ms, 3),
                           "total": round(1000 * total, 3)}}
@@ -218,10 +223,12 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
     async def models() -> dict:
         data = []
         if config.gr_model:
-            b = state.ready().bundle
+            rec = state.ready()
+            b, catalog = rec.bundle, rec.catalog.current
             data.append({
                 "id": state.model_name, "object": "model", "owned_by": "grserve", "kind": "generative-recommendation",
-                "catalog_size": len(b.table), "semantic_id_triples": b.trie.num_triples,
+                "catalog_version": catalog.version, "catalog_size": len(catalog.table),
+                "catalog_live_items": catalog.live_items, "semantic_id_triples": catalog.trie.num_triples,
                 "codebook_size": b.table.codebook_size, "max_history_items": b.settings.max_history_items,
                 "max_beam_width": config.engine.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
                 "default_timeout_ms": config.default_timeout_ms, "max_batch_items": config.max_batch_items})
@@ -257,6 +264,7 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
 
     add_openai_routes(app, state, ERRORS)
     add_pd_routes(app, state, ERRORS)
+    app.include_router(catalog_router(state))
 
     @app.get("/metrics")
     async def metrics() -> Response:

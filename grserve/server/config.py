@@ -4,6 +4,7 @@ goes to the config that owns it, so no setting is defined twice; each carries it
 which `grserve serve --help` shows."""
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
@@ -38,6 +39,13 @@ class ServerConfig:
     advertise: str | None = setting(None, "the address routers reach this instance at; unset: http://host:port")
     lease_ttl_s: int = setting(5, "seconds the etcd lease outlives the last heartbeat")
     heartbeat_s: float = setting(1.0, "seconds between heartbeats to etcd")
+    state_dir: str | None = setting(None, "directory of the live catalog's change log, replayed at start; unset: "
+                                          "grserve serve keeps it in $XDG_CACHE_HOME/grserve/catalog/<model> "
+                                          "(~/.cache/...), a server made in process keeps its catalog in memory")
+    admin_token: str | None = setting(None, "token the /v1/catalog admin routes require as Authorization: Bearer; "
+                                            "unset: $GRSERVE_ADMIN_TOKEN, and with neither they answer 403")
+    api_key: str | None = setting(None, "key every public /v1/* route then requires as Authorization: Bearer "
+                                        "(/health and /metrics stay open); unset: $GRSERVE_API_KEY, else none")
     gr_model: bool = True  # False when `model` names an LLM directory: only the OpenAI routes serve then
     engine: EngineConfig = field(default_factory=EngineConfig)  # the GR engine
     llm: LLMEngineConfig = field(default_factory=LLMEngineConfig)  # the LLM engine, when one is served
@@ -56,6 +64,9 @@ class ServerConfig:
             raise ValueError("dynamic_pd: needs role prefill or decode and --register (it reads the other instances)")
         if not 1 <= self.default_timeout_ms <= self.max_timeout_ms:
             raise ValueError("default_timeout_ms must be in [1, max_timeout_ms]")
+        # From the environment rather than a flag, so that a secret stays out of `ps` and shell history.
+        self.admin_token = self.admin_token or os.environ.get("GRSERVE_ADMIN_TOKEN") or None
+        self.api_key = self.api_key or os.environ.get("GRSERVE_API_KEY") or None
         if self.engine.target_step_ms is None:  # out of the box, steps fit the deadline requests get by default
             self.engine.target_step_ms = step_target_ms(self.default_timeout_ms)
 

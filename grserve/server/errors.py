@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grserve.server.protocol import ErrorResponse, error_body
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 429, 503, 504)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 429, 503, 504)}
 
 
 class ApiError(Exception):

@@ -1,21 +1,36 @@
 """The server's front gate, as plain ASGI middleware: every HTTP request passes it before FastAPI.
 
-It refuses API calls while draining (503), POST bodies that are not JSON (415) or too large (413, counted
-as they stream in, so a lying or absent Content-Length cannot get past), counts the requests in flight
-(what a drain waits for) and the status of every answer by endpoint."""
+It checks who may call what before anything else is read: the admin routes (/v1/catalog...) need the admin
+token (401 without it; 403 while none is configured: they are off), and with an API key configured every other
+/v1/* route needs it (401); /health and /metrics stay open. Then it refuses API calls while draining (503),
+bodies that are not JSON (415) or too large (413, counted as they stream in, so a lying or absent
+Content-Length cannot get past), counts the requests in flight (what a drain waits for) and the status of every
+answer by endpoint."""
 from __future__ import annotations
 
+import hmac
 import json
 
+ADMIN_PREFIX = "/v1/catalog"
 KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/completions", "/v1/chat/completions", "/v1/models",
-         "/health", "/metrics"}
+         "/health", "/metrics", ADMIN_PREFIX, ADMIN_PREFIX + "/items", ADMIN_PREFIX + "/availability",
+         ADMIN_PREFIX + "/rollback"}
+WITH_BODY = ("POST", "PUT", "PATCH", "DELETE")
 
 
 async def _send_error(send, status: int, message: str, kind: str) -> None:
     body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": status}}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _bearer_is(scope, secret: str) -> bool:
+    given = dict(scope["headers"]).get(b"authorization", b"")
+    # compare_digest: the time taken says nothing about how much of the secret a guess got right
+    return hmac.compare_digest(given, b"Bearer " + secret.encode())
 
 
 class Gate:
@@ -35,10 +50,10 @@ class Gate:
             await send(message)
 
         try:
-            refusal = self._refusal(scope)
+            refusal = self._unauthorized(scope) or self._refusal(scope)
             if refusal is not None:
                 return await _send_error(send_and_count, *refusal)
-            if scope["method"] == "POST":
+            if scope["method"] in WITH_BODY:
                 body = await self._read_body(receive)
                 if body is None:
                     return await _send_error(send_and_count, 413, f"body exceeds {self.state.config.max_body_bytes} bytes",
@@ -52,12 +67,25 @@ class Gate:
         finally:
             self.state.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
 
+    def _unauthorized(self, scope) -> tuple[int, str, str] | None:
+        path, config = scope["path"], self.state.config
+        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+            if not config.admin_token:
+                return 403, "the catalog admin routes are off: start the server with --admin-token or " \
+                            "GRSERVE_ADMIN_TOKEN set", "permission_error"
+            if not _bearer_is(scope, config.admin_token):
+                return 401, "the catalog admin routes need Authorization: Bearer <admin token>", \
+                    "authentication_error"
+        elif path.startswith("/v1/") and config.api_key and not _bearer_is(scope, config.api_key):
+            return 401, "this server needs an API key: Authorization: Bearer <key>", "authentication_error"
+        return None
+
     def _refusal(self, scope) -> tuple[int, str, str] | None:
         api = scope["path"].startswith("/v1/")
         if api and self.state.draining:
             self.state.metrics.rejected.labels(reason="draining").inc()
             return 503, "server is draining: retry on another instance", "unavailable"
-        if scope["method"] == "POST":
+        if scope["method"] in WITH_BODY:
             headers = dict(scope["headers"])
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if not (ctype == b"application/json" or ctype.endswith(b"+json")):

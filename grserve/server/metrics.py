@@ -8,6 +8,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from grserve.catalog.changes import KINDS
+from grserve.catalog.live import LiveCatalog
 from grserve.engine.gr_engine import GREngine
 from grserve.engine.model_runner import BatchBeams, PreparedBatch
 from grserve.engine.request import GRResult
@@ -55,6 +57,10 @@ class ServerMetrics:
         self.running_rows.set_function(lambda: engine.running_rows)
         engine.step_hooks.append(self.on_step)
         self.registry.register(_AdmissionCollector(engine))
+
+    def attach_catalog(self, catalog: LiveCatalog) -> None:
+        """Read the live catalog's version, size and changes at scrape time."""
+        self.registry.register(_CatalogCollector(catalog))
 
     def on_step(self, batch: PreparedBatch, beams: BatchBeams) -> None:
         self.batch_size.observe(len(batch.requests))
@@ -116,3 +122,24 @@ class _AdmissionCollector:
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("grserve:step_cost_margin", "Safety margin on the step-cost model's predictions",
                                 value=s.cost.margin)
+
+
+class _CatalogCollector:
+    """The live catalog's current version and size, and the changes this process applied, read when scraped."""
+
+    def __init__(self, catalog: LiveCatalog):
+        self.catalog = catalog
+
+    def collect(self):
+        current = self.catalog.current
+        for name, doc, value in (
+                ("grserve:catalog_version", "Version of the live catalog requests are answered on", current.version),
+                ("grserve:catalog_items", "Items in the catalog, disabled ones included", len(current.table)),
+                ("grserve:catalog_disabled_items", "Items disabled (out of stock): in no answer",
+                 len(current.disabled))):
+            yield GaugeMetricFamily(name, doc, value=value)
+        changes = CounterMetricFamily("grserve:catalog_changes", "Catalog changes applied by this process, by kind",
+                                      labels=["kind"])
+        for kind in KINDS:
+            changes.add_metric([kind], self.catalog.applied[kind])
+        yield changes

@@ -204,7 +204,7 @@ async def _gr_completion(state, req: CompletionRequest) -> dict:
         raise ApiError(400, "prompt: a GR model takes a list of token ids", "prompt")
     if (req.max_tokens or 3) != 3:
         raise ApiError(400, "max_tokens: a GR model generates exactly 3 tokens (one semantic ID)", "max_tokens")
-    request = GRRequest(list(req.prompt), req.beam_width, min(req.n, req.beam_width))
+    request = GRRequest(list(req.prompt), req.beam_width, min(req.n, req.beam_width), catalog=rec.catalog.current)
     try:
         rec.engine.validate(request)
         result = await rec.engine.submit_async(request)

@@ -49,6 +49,7 @@ class RecommendedItemOut(BaseModel):
 class RecommendResponse(BaseModel):
     id: str
     model: str
+    catalog_version: int = Field(description="the catalog version the whole answer was computed on")
     items: list[RecommendedItemOut]
     warnings: list[str]
     usage: dict[str, int]

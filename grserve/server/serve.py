@@ -11,7 +11,8 @@ import time
 
 import uvicorn
 
-from grserve.server.app import create_app
+from grserve.catalog.change_log import default_state_dir
+from grserve.server.app import create_app, model_name
 from grserve.server.config import ServerConfig
 from grserve.server.threads import size_torch_threads
 
@@ -44,6 +45,9 @@ def run_server(config: ServerConfig) -> None:
     # Before the model loads: torch's default is every core of the host, which oversubscribes the CPUs when
     # an affinity mask, a cgroup quota or other instances on the host leave this process fewer.
     size_torch_threads(config.threads)
+    if config.gr_model:  # a served catalog outlives the process
+        config.state_dir = config.state_dir or str(default_state_dir(model_name(config.model)))
+        logging.getLogger("grserve").info("live catalog: change log in %s", config.state_dir)
     app = create_app(config)
     server = DrainingServer(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                            # one line per request only when asked: under overload (300 req/s) the

@@ -129,8 +129,10 @@ class Forwarder:
         # Tokenizing costs the router CPU: done only for the policy that reads the prompt.
         prompt = request_token_ids(path, body, self.tokenizer) if self.policy == "cache-aware" and kind == "llm" \
             else None
-        send = {"raw": raw, "path": path, "streamed": bool(body.get("stream")),
-                "headers": {"content-type": request.headers.get("content-type", "application/json")}}
+        headers = {"content-type": request.headers.get("content-type", "application/json")}
+        if "authorization" in request.headers:  # the client's API key, for instances that ask for one
+            headers["authorization"] = request.headers["authorization"]
+        send = {"raw": raw, "path": path, "streamed": bool(body.get("stream")), "headers": headers}
         attempts = Attempts()
         live, out_of_time = await self.live_or_wait(kind, deadline), False
         for n in range(self.retries + 1):

@@ -1,0 +1,65 @@
+"""The catalog admin routes: show the live catalog, add or update items, remove them, disable or enable them,
+roll back to an earlier version. The gate lets only callers with the admin token this far (gate.py).
+
+A change is built (trie and candidate tables, or only the availability masks) on a worker thread, never on
+the event loop or the engine's step thread; the catalog applies changes one at a time, in order, and answers
+with the version the change made."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from fastapi import APIRouter
+
+from grserve.catalog.change_log import LogConflict
+from grserve.catalog.live import LiveCatalog
+from grserve.catalog.snapshot import CatalogSnapshot
+from grserve.errors import InvalidRequest
+from grserve.server.catalog_protocol import (AddItemsRequest, AvailabilityRequest, CatalogResponse,
+                                             RemoveItemsRequest, RollbackRequest)
+from grserve.server.errors import ApiError
+from grserve.server.protocol import ErrorResponse
+
+# 401/403: no or a wrong admin token / none configured (the gate); 409: another process writes the state directory
+ADMIN_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 415, 503)}
+
+
+def catalog_router(state) -> APIRouter:
+    router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses=ADMIN_ERRORS)
+
+    async def change(apply: Callable[[LiveCatalog], CatalogSnapshot]) -> dict:
+        catalog = state.ready().catalog
+        try:
+            snapshot = await asyncio.to_thread(apply, catalog)
+        except InvalidRequest as e:
+            raise ApiError(400, str(e), e.param)
+        except LogConflict as e:
+            raise ApiError(409, str(e), kind="conflict_error")
+        return catalog.summary(snapshot)
+
+    @router.get("", response_model=CatalogResponse, response_model_exclude_none=True)
+    async def show() -> dict:
+        """The current version, its size, and the last changes."""
+        return state.ready().catalog.summary()
+
+    @router.post("/items", response_model=CatalogResponse, response_model_exclude_none=True)
+    async def add_items(req: AddItemsRequest) -> dict:
+        """Adds items by SID or by text, or gives existing ones a new SID (and title) in place."""
+        items = [i.model_dump(exclude_none=True) for i in req.items]
+        return await change(lambda c: c.add_items(items))
+
+    @router.delete("/items", response_model=CatalogResponse, response_model_exclude_none=True)
+    async def remove_items(req: RemoveItemsRequest) -> dict:
+        return await change(lambda c: c.remove_items(req.item_ids))
+
+    @router.post("/availability", response_model=CatalogResponse, response_model_exclude_none=True)
+    async def availability(req: AvailabilityRequest) -> dict:
+        """Takes items out of every answer (out of stock) or back in, without removing them."""
+        return await change(lambda c: c.set_availability(req.disable, req.enable))
+
+    @router.post("/rollback", response_model=CatalogResponse, response_model_exclude_none=True)
+    async def rollback(req: RollbackRequest) -> dict:
+        """A new version whose content equals an earlier one's (by default the one before the current)."""
+        return await change(lambda c: c.rollback(req.version))
+
+    return router
