@@ -113,6 +113,30 @@ def cmd_overload(args) -> None:
     print(json.dumps({"json": str(path), "png": str(path.with_suffix(".png")), **headline(run)}, indent=2))
 
 
+def cmd_catalog(args) -> None:
+    from grserve.bench.catalog_bench import CatalogBenchOptions, run_catalog_bench
+    from grserve.bench.gr_bench import save
+    quick = {"items": 20_000, "changes": 500, "gap_s": 1.0, "peak_requests": 8} if args.quick else {}
+    given = {k: v for k, v in vars(args).items() if k in CatalogBenchOptions.__dataclass_fields__ and v is not None}
+    opts = CatalogBenchOptions(**(quick | given))
+    run = run_catalog_bench(opts)
+    path = save(run, opts.out_dir, "-quick" if args.quick else "")
+    print(json.dumps({"json": str(path), "failed": run["failed"], "changes": run["changes"]}, indent=2))
+
+
+def _add_catalog_parser(bench) -> None:
+    p = bench.add_parser("catalog", help="live catalog changes under steady load on the synthetic 1M-item "
+                                         "catalog: 10,000 items disabled, then 10,000 added")
+    p.add_argument("--quick", action="store_true", help="20,000 items, 500 changes, 1 s gaps: a smoke run")
+    p.add_argument("--items", type=int, help="items of the synthetic catalog (default 1,000,000)")
+    p.add_argument("--changes", type=int, help="items disabled, then items added (default 10,000)")
+    p.add_argument("--load-share", type=float, help="the steady load as a share of the measured peak (default 0.5)")
+    p.add_argument("--gap-seconds", dest="gap_s", type=float,
+                   help="seconds of steady load before, between and after the changes (default 5)")
+    p.add_argument("--out", dest="out_dir", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_catalog)
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     values = tuple(float(x) for x in text.split(","))
     if not values or not all(0 < v <= 2 for v in values):
@@ -209,3 +233,4 @@ def add_bench_parser(sub, with_model) -> None:
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_colocation)
     _add_overload_parser(bench)
+    _add_catalog_parser(bench)
