@@ -23,7 +23,7 @@ import numpy as np
 
 from grserve.bench.loadgen import open_loop, saturate
 from grserve.bench.machine import machine_info
-from grserve.bench.scaling import _wait
+from grserve.bench.scaling import _wait, stop
 from grserve.bench.workloads import synthetic_model_dir
 from grserve.items.item_table import ItemTable
 from grserve.service.etcd_server import _free_port
@@ -77,12 +77,7 @@ class Server:
             raise
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.state.cleanup()
 
 

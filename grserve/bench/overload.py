@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from grserve.bench.loadgen import Sample, answer_class, http_sender, open_loop, saturate, summarize
 from grserve.bench.machine import machine_info
-from grserve.bench.scaling import _wait
+from grserve.bench.scaling import _wait, stop
 from grserve.bench.sweep import Turns, qps_at_slo, rate_point
 from grserve.bench.systems import recommend_body
 from grserve.bench.workloads import movielens_workload
@@ -126,12 +126,7 @@ class ServerProcess:
         return httpx.get(self.url + "/health", timeout=5).status_code == 200
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.log.close()
 
 

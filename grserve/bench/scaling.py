@@ -23,6 +23,16 @@ from grserve.server.threads import cpu_slices, pin_to
 from grserve.service.etcd_server import EtcdServer, _free_port
 
 
+def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM (a server drains), then SIGKILL if it has not exited within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
