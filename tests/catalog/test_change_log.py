@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -96,7 +97,7 @@ CHILD = textwrap.dedent("""
 def test_sigkill_while_changing_leaves_an_acknowledged_version(tiny_bundle, tmp_path):
     """A real process adding items as fast as it can, killed at a random moment: the catalog that comes back
     holds every change the process acknowledged, and at most the one it was writing, whole."""
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))  # the checkout: tests.conftest
     proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, env=env)
     acknowledged = 0
     while acknowledged < 30:
