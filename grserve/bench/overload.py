@@ -99,7 +99,9 @@ class ServerProcess:
                "--default-timeout-ms", str(round(o.slo_ms)),
                "--admission-control" if self.admission else "--no-admission-control",
                # queue limits far above any backlog here: what refuses must be admission, not the queue length
-               "--max-queue-requests", "1000000", "--max-queue-rows", str(10 ** 9)]
+               "--max-queue-requests", "1000000", "--max-queue-rows", str(10 ** 9),
+               # an empty catalog state: the shipped catalog, whatever changes the user's default log holds
+               "--state-dir", tempfile.mkdtemp(prefix="grserve-bench-state-")]
         if o.threads is not None:
             cmd += ["--threads", str(o.threads)]
         if o.target_step_ms is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -52,7 +53,9 @@ def _instance(port: int, etcd_url: str, cpus: set[int], opts: BenchOptions, leas
     return subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--port", str(port), "--register", etcd_url,
                              "--lease-ttl-s", str(lease_ttl_s), "--heartbeat-s", "0.5",
                              "--max-queue-requests", "100000", "--default-timeout-ms", "60000",
-                             "--target-step-ms", str(step_target_ms(opts.slo_ms)), "--threads", str(len(cpus))],
+                             "--target-step-ms", str(step_target_ms(opts.slo_ms)), "--threads", str(len(cpus)),
+                             # each its own empty catalog state: the shipped catalog, and no shared log
+                             "--state-dir", tempfile.mkdtemp(prefix="grserve-bench-state-")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin_to(cpus))
 
 
