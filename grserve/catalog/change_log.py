@@ -23,7 +23,12 @@ LOG_NAME = "changes.jsonl"
 
 
 class LogConflict(RuntimeError):
-    """Another process wrote to this state directory's log since this one read it."""
+    """Another writer got to the log first: another process to this state directory's, or another instance to
+    the history its model's instances share (grserve/service/catalog_history.py)."""
+
+
+class LogUnavailable(RuntimeError):
+    """The shared history cannot be written now (etcd unreachable): the change is not applied."""
 
 
 def fingerprint(table: ItemTable) -> str:

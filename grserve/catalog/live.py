@@ -8,13 +8,17 @@ that read `current` before see the old version whole, those after the new one wh
 under a lock, on the caller's thread (the HTTP handler's worker thread), never on the engine's step thread.
 
 A rollback to version N replays the changes up to N over version 0 (cheap: a change costs its own size, see
-state.py), so every version stays reachable without keeping old snapshots in memory."""
+state.py), so every version stays reachable without keeping old snapshots in memory.
+
+Instances that share a history (grserve/service/catalog_sync.py) set `publisher`: a change made here is
+published before it is committed, and one made elsewhere arrives through `apply_shared`."""
 from __future__ import annotations
 
 import collections
 import functools
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +50,9 @@ class LiveCatalog:
         self._changes: list[Change] = []  # change v is _changes[v - 1]
         self._first_record: dict[int, int] = {}  # version of an AddItems → its first record in the store
         self._lock = threading.Lock()
+        # Called with the log entry of each change made here, once it is built and before it is committed;
+        # raising refuses the change, and nothing has changed.
+        self.publisher: Callable[[dict], None] | None = None
         if self.log is not None:
             self._load()
 
@@ -75,7 +82,22 @@ class LiveCatalog:
         with self._lock:
             return self._apply(change)
 
-    def _apply(self, change: Change) -> CatalogSnapshot:
+    def apply_shared(self, entry: dict) -> CatalogSnapshot | None:
+        """The change of a shared history's `entry` (a log entry, as a publisher got it), applied as the next
+        version and not published again; None when this catalog holds that version already."""
+        with self._lock:
+            if entry["version"] <= self.version:
+                return None
+            if entry["version"] != self.version + 1:
+                raise ValueError(f"version {entry['version']} of the shared history follows {self.version + 1}, "
+                                 f"which this catalog has not got")
+            return self._apply(changes.from_json(entry), entry.get("at"), publish=False)
+
+    def change(self, version: int) -> Change:
+        """The change that made `version` (1 or later)."""
+        return self._changes[version - 1]
+
+    def _apply(self, change: Change, at: float | None = None, publish: bool = True) -> CatalogSnapshot:
         version = self.version + 1
         if isinstance(change, Rollback):
             changes.parse_rollback(change.to_version, self.version)
@@ -87,10 +109,12 @@ class LiveCatalog:
             first = self._store.append(change.items) if isinstance(change, AddItems) else None
             state = self._state.apply(change, version, first)
         snapshot = self._snapshot(state, version, self._added(change))
-        at = time.time()
+        entry = {"version": version, "at": round(time.time() if at is None else at, 3), **changes.to_json(change)}
+        if publish and self.publisher is not None:
+            self.publisher(entry)
         if self.log is not None:
-            self.log.append({"version": version, "at": round(at, 3), **changes.to_json(change)})
-        self._record(change, version, first, at)
+            self.log.append(entry)
+        self._record(change, version, first, entry["at"])
         self._state, self.current = state, snapshot
         self.applied[change.kind] += 1
         return snapshot

@@ -3,7 +3,9 @@ roll back to an earlier version. The gate lets only callers with the admin token
 
 A change is built (trie and candidate tables, or only the availability masks) on a worker thread, never on
 the event loop or the engine's step thread; the catalog applies changes one at a time, in order, and answers
-with the version the change made."""
+with the version the change made. On an instance registered in etcd the change is published to its model's
+shared history before it is committed (service/catalog_sync.py): 409 when another instance published that
+version first, 503 when etcd cannot be reached; either way nothing changed."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +13,7 @@ from collections.abc import Callable
 
 from fastapi import APIRouter
 
-from grserve.catalog.change_log import LogConflict
+from grserve.catalog.change_log import LogConflict, LogUnavailable
 from grserve.catalog.live import LiveCatalog
 from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.errors import InvalidRequest
@@ -20,7 +22,8 @@ from grserve.server.catalog_protocol import (AddItemsRequest, AvailabilityReques
 from grserve.server.errors import ApiError
 from grserve.server.protocol import ErrorResponse
 
-# 401/403: no or a wrong admin token / none configured (the gate); 409: another process writes the state directory
+# 401/403: no or a wrong admin token / none configured (the gate); 409: another process writes the state directory,
+# or another instance published the version first
 ADMIN_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 415, 503)}
 
 
@@ -35,6 +38,8 @@ def catalog_router(state) -> APIRouter:
             raise ApiError(400, str(e), e.param)
         except LogConflict as e:
             raise ApiError(409, str(e), kind="conflict_error")
+        except LogUnavailable as e:
+            raise ApiError(503, str(e), kind="unavailable")
         return catalog.summary(snapshot)
 
     @router.get("", response_model=CatalogResponse, response_model_exclude_none=True)

@@ -25,9 +25,9 @@ from etcd3gw.lease import Lease
 
 log = logging.getLogger(__name__)
 
-# What heartbeats rewrite: the load, and the role (dynamic PD switches it).
+# What heartbeats rewrite: the load, the role (dynamic PD switches it) and the catalog version.
 LOAD_FIELDS = frozenset({"queue_depth", "running_rows", "kv_usage", "p99_ms", "prefix_hashes", "role",
-                         "role_changed"})
+                         "role_changed", "catalog_version", "catalog_error"})
 
 
 class RegistryError(RuntimeError):
@@ -53,6 +53,8 @@ class InstanceInfo:
     kv_usage: float = 0.0  # 0..1
     p99_ms: float = 0.0
     prefix_hashes: list[int] = field(default_factory=list)  # cached prompt prefixes, for cache-aware routing
+    catalog_version: int = 0  # the GR catalog's version, in the model's history shared through etcd
+    catalog_error: str = ""  # why the catalog is out of step with that history ("": in step)
     updated: float = 0.0  # unix time of the last heartbeat
 
     def state(self, now: float | None = None) -> Literal["alive", "suspect"]:
@@ -88,8 +90,9 @@ class Registry:
         self._lock = threading.Lock()
 
     @contextmanager
-    def _call(self, what: str) -> Iterator[etcd3gw.Etcd3Client]:
-        """The client, for one request; etcd3gw's and requests' errors come out as RegistryError."""
+    def call(self, what: str) -> Iterator[etcd3gw.Etcd3Client]:
+        """The client, for one request (of this module's or catalog_history's); etcd3gw's and requests' errors come
+        out as RegistryError."""
         with self._lock:
             try:
                 yield self._client
@@ -106,7 +109,7 @@ class Registry:
 
     def instances(self) -> list[InstanceInfo]:
         """The instances whose leases are live."""
-        with self._call(f"listing {self.prefix}") as client:
+        with self.call(f"listing {self.prefix}") as client:
             entries = client.get_prefix(self.prefix)
         found = []
         for value, meta in entries:
@@ -125,15 +128,16 @@ class Registration:
         self.key = registry.prefix + info.instance_id
         self._lease: Lease | None = None
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set: the next heartbeat goes now, not at its interval
         self._thread: threading.Thread | None = None
 
     def _lease_and_put(self, info: InstanceInfo) -> None:
-        with self.registry._call(f"granting a {self.ttl} s lease for {self.key}") as client:
+        with self.registry.call(f"granting a {self.ttl} s lease for {self.key}") as client:
             self._lease = client.lease(self.ttl)
         self._put(info)
 
     def _put(self, info: InstanceInfo) -> None:
-        with self.registry._call(f"writing {self.key}") as client:
+        with self.registry.call(f"writing {self.key}") as client:
             client.put(self.key, info.to_json(), lease=self._lease)
         self.info = info
 
@@ -145,7 +149,7 @@ class Registration:
         if self._lease is None:
             raise RuntimeError(f"{self.key} was deregistered")
         info = replace(self.info, **(load or {}), updated=time.time())
-        with self.registry._call(f"refreshing the lease of {self.key}"):
+        with self.registry.call(f"refreshing the lease of {self.key}"):
             ttl_left = self._lease.refresh()
         if ttl_left > 0:
             self._put(info)
@@ -163,23 +167,28 @@ class Registration:
                                         name=f"heartbeat {self.info.instance_id}")
         self._thread.start()
 
+    def beat_now(self) -> None:
+        """The next heartbeat goes at once (on the heartbeat thread): what it reports has just changed."""
+        self._wake.set()
+
     def _beat(self, load_fn: Callable[[], Mapping[str, Any]], interval: float) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 self.heartbeat(load_fn())
             except Exception:  # keep beating: etcd may be back before the lease runs out
                 log.warning("heartbeat for %s failed", self.key, exc_info=True)
-            if self._stopping.wait(interval):
-                return
+            self._wake.wait(interval)
+            self._wake.clear()
 
     def stop(self, deregister: bool = True) -> None:
         """Stops heartbeats; with `deregister` revokes the lease so the key goes at once, else it expires."""
         self._stopping.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         if deregister and self._lease is not None:
-            with self.registry._call(f"revoking the lease of {self.key}"):
+            with self.registry.call(f"revoking the lease of {self.key}"):
                 self._lease.revoke()
             self._lease = None
 
