@@ -39,6 +39,8 @@ class ServerConfig:
     advertise: str | None = setting(None, "the address routers reach this instance at; unset: http://host:port")
     lease_ttl_s: int = setting(5, "seconds the etcd lease outlives the last heartbeat")
     heartbeat_s: float = setting(1.0, "seconds between heartbeats to etcd")
+    catalog_poll_s: float = setting(0.25, "with --register, seconds between reads of the model's catalog history in "
+                                          "etcd (changes made through other instances)")
     state_dir: str | None = setting(None, "directory of the live catalog's change log, replayed at start; unset: "
                                           "grserve serve keeps it in $XDG_CACHE_HOME/grserve/catalog/<model> "
                                           "(~/.cache/...), a server made in process keeps its catalog in memory")

@@ -96,7 +96,10 @@ def instance_load(state) -> dict:
 
 
 def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
-    """Registers once the socket listens and the models are loaded, then heartbeats until drained."""
+    """Registers once the socket listens and the models are loaded, with a GR catalog caught up with its
+    model's history in etcd, then heartbeats until drained."""
+    from grserve.service.catalog_history import CatalogHistory
+    from grserve.service.catalog_sync import CatalogSync
     from grserve.service.registry import InstanceInfo, Registry
     from grserve.service.roles import RoleSwitcher
     state = server.state
@@ -104,15 +107,24 @@ def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
         time.sleep(0.05)
     if server.should_exit:
         return
+    registry = Registry(config.register)
+    sync = None
+    if state.recommender is not None:
+        sync = CatalogSync(CatalogHistory(registry, state.model_name), state.recommender.catalog,
+                           config.catalog_poll_s).start()
+    catalog_fields = sync.report if sync is not None else dict
     kinds = (["gr"] if config.gr_model else []) + (["llm"] if config.llm_model else [])
     info = InstanceInfo(instance_id=f"{config.host}:{config.port}",
                         address=config.advertise or f"http://{config.host}:{config.port}",
-                        model=state.model_name if config.gr_model else state.llm_name, kinds=kinds, role=config.role)
+                        model=state.model_name if config.gr_model else state.llm_name, kinds=kinds, role=config.role,
+                        **catalog_fields())
     if state.llm is not None:
         info.block_size = state.llm.blocks.block_size
-    registry = Registry(config.register)
     server.registration = registry.register(info, ttl=config.lease_ttl_s)
+    if sync is not None:  # routers see a new version at once, not a heartbeat later
+        sync.on_change = server.registration.beat_now
     switch = RoleSwitcher(registry, server.registration) if config.dynamic_pd else dict
-    server.registration.start_heartbeats(lambda: {**instance_load(state), **switch()}, interval=config.heartbeat_s)
+    server.registration.start_heartbeats(lambda: {**instance_load(state), **catalog_fields(), **switch()},
+                                         interval=config.heartbeat_s)
     logging.getLogger("grserve").info("registered %s (incarnation %s) in %s", info.instance_id, info.incarnation,
                                       config.register)

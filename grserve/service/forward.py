@@ -14,7 +14,8 @@ Retry rule, within the request's deadline (its `timeout_ms`, else the router's d
   a step of compute, and the instance would only answer 504.
 A request that finds no live instance waits for up to about one poll of the instance cache (within its
 deadline) before it is refused: an instance that has just registered, or whose heartbeat a busy machine
-delayed, is routed to rather than answered 503."""
+delayed, is routed to rather than answered 503. A GR request goes only to instances at their model's current
+catalog version while one is alive (catalog_routes.CatalogVersions)."""
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +29,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from grserve.server.protocol import PREFILL_HEADER, error_body
+from grserve.service.catalog_routes import CatalogVersions
 from grserve.service.policies import LeastLoaded, affinity
 from grserve.service.prompts import request_token_ids
 
@@ -85,16 +87,20 @@ def request_deadline(body: dict, default_timeout_s: float) -> float:
 class Forwarder:
     """Sends requests to the instances the cache sees alive, as the retry rule above says."""
 
-    def __init__(self, cache, client: httpx.AsyncClient, chooser, inflight, metrics: dict, policy: str,
-                 tokenizer=None, retries: int = 2, default_timeout_s: float = 30.0, min_retry_s: float = MIN_RETRY_S,
-                 poll_interval: float = 0.5):
+    def __init__(self, cache, client: httpx.AsyncClient, chooser, inflight, versions: CatalogVersions, metrics: dict,
+                 policy: str, tokenizer=None, retries: int = 2, default_timeout_s: float = 30.0,
+                 min_retry_s: float = MIN_RETRY_S, poll_interval: float = 0.5):
         self.cache, self.client, self.chooser, self.inflight = cache, client, chooser, inflight
+        self.versions = versions
         self.forwarded, self.retried, self.paired = metrics["forwarded"], metrics["retried"], metrics["paired"]
         self.policy, self.tokenizer, self.retries = policy, tokenizer, retries
         self.default_timeout_s, self.min_retry_s, self.poll_interval = default_timeout_s, min_retry_s, poll_interval
 
     def candidates(self, kind: str | None, tried: set[str]) -> list:
-        return [i for i in self.cache.alive() if i.instance_id not in tried and (kind is None or kind in i.kinds)]
+        live = [i for i in self.cache.alive() if kind is None or kind in i.kinds]
+        # The current version among all live instances: one tried already still holds older ones back.
+        live = self.versions.routable(live) if kind == "gr" else live
+        return [i for i in live if i.instance_id not in tried]
 
     async def live_or_wait(self, kind: str | None, deadline: float) -> list:
         """The live instances of `kind`; with none, waits up to a poll and a half of the cache (and never past

@@ -8,6 +8,9 @@ client gets when none serves it) are `forward.py`'s. `/health` is 503 while the 
 its instance cache is read from etcd before the router accepts a connection, so once `/health` says 200 the
 requests behind it find the instances it counted.
 
+GR requests go only to instances at their model's current catalog version while one is alive, and the catalog
+admin routes are forwarded to one instance of the model (`catalog_routes`).
+
 Cache-aware routing computes the prompt's token ids in the router (`prompts`), hashes them in each
 instance's block size, and matches the hashes against the prefix blocks the instances report."""
 from __future__ import annotations
@@ -17,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
+from grserve.service.catalog_routes import CatalogVersions, add_catalog_routes
 from grserve.service.forward import KIND_OF_PATH, MIN_RETRY_S, Forwarder
 from grserve.service.policies import POLICIES, new_inflight
 from grserve.service.registry import InstanceCache, Registry
@@ -42,7 +46,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {policy!r}")
     cache = InstanceCache(Registry(etcd_url, prefix=prefix), interval=poll_interval)
-    chooser, inflight = POLICIES[policy](), new_inflight()
+    chooser, inflight, versions = POLICIES[policy](), new_inflight(), CatalogVersions()
     registry = CollectorRegistry()
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
 
@@ -53,8 +57,8 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
         await client.aclose()
 
     app = FastAPI(title="grserve router", lifespan=lifespan)
-    forwarder = Forwarder(cache, client, chooser, inflight, router_metrics(registry), policy, tokenizer, retries,
-                          default_timeout_s, min_retry_s, poll_interval)
+    forwarder = Forwarder(cache, client, chooser, inflight, versions, router_metrics(registry), policy, tokenizer,
+                          retries, default_timeout_s, min_retry_s, poll_interval)
 
     def route(path: str):
         async def endpoint(request: Request):
@@ -63,6 +67,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
 
     for path in KIND_OF_PATH:
         app.add_api_route(path, route(path), methods=["POST"])
+    add_catalog_routes(app, cache, client, versions, default_timeout_s)
 
     @app.get("/health")
     async def health():
