@@ -70,11 +70,15 @@ class Server:
              "--max-beam-width", str(max(opts.beam_width, 64))],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait(lambda: self.proc.poll() is None and httpx.get(self.url + "/health", timeout=5).status_code == 200,
-                  600, "grserve serve to load the synthetic catalog")
+            _wait(self._healthy, 600, "grserve serve to load the synthetic catalog")
         except BaseException:
             self.close()
             raise
+
+    def _healthy(self) -> bool:
+        if self.proc.poll() is not None:  # dead: fail now, not after the whole wait
+            raise RuntimeError(f"grserve serve exited {self.proc.returncode} before serving")
+        return httpx.get(self.url + "/health", timeout=5).status_code == 200
 
     def close(self) -> None:
         stop(self.proc)
