@@ -121,6 +121,8 @@ def _no_repeats(ids: tuple[str, ...], param_of: Callable[[int], str]) -> None:
 
 
 def semantic_id(value: object, param: str, codebook_size: int) -> tuple[int, ...]:
+    if type(value) is list and len(value) == LEVELS and all(type(c) is int and 0 <= c < codebook_size for c in value):
+        return tuple(value)  # the common case (a JSON array of ints), checked in one pass
     ok = (isinstance(value, (list, tuple, np.ndarray)) and len(value) == LEVELS
           and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < codebook_size
                   for c in value))
@@ -134,33 +136,38 @@ def parse_add(items: object, codebook_size: int, encode_texts: TextEncoder | Non
     with an optional `title`. Texts are encoded together, once every other field has passed."""
     if not isinstance(items, list) or not items:
         raise InvalidRequest("items", "must be a non-empty list of items")
-    ids, sids, titles, texts = [], [], [], {}
+    new, texts = [], {}
     for i, item in enumerate(items):
-        at = f"items.{i}"
-        if not isinstance(item, dict):
-            raise InvalidRequest(at, f"must be an object with item_id and semantic_id or text, got {item!r}")
-        unknown = sorted(set(item) - ITEM_FIELDS)
-        if unknown:
-            raise InvalidRequest(f"{at}.{unknown[0]}", f"unknown field (an item has {sorted(ITEM_FIELDS)})")
-        if "item_id" not in item:
-            raise InvalidRequest(f"{at}.item_id", "required")
-        ids.append(item_id(item["item_id"], f"{at}.item_id"))
-        has_sid, has_text = item.get("semantic_id") is not None, item.get("text") is not None
-        if has_sid == has_text:
-            raise InvalidRequest(f"{at}.semantic_id", "give exactly one of semantic_id and text")
-        if has_text:
-            if not isinstance(item["text"], str) or not item["text"].strip():
-                raise InvalidRequest(f"{at}.text", "must be a non-empty string")
-            texts[i] = item["text"]
-        sids.append(semantic_id(item["semantic_id"], f"{at}.semantic_id", codebook_size) if has_sid else None)
-        title = item.get("title")
-        if title is not None and not isinstance(title, str):
-            raise InvalidRequest(f"{at}.title", f"must be a string, got {title!r}")
-        titles.append(title)
-    _no_repeats(tuple(ids), lambda i: f"items.{i}.item_id")
+        new.append(_item(i, item, codebook_size, texts))
+    _no_repeats(tuple(n[0] for n in new), lambda i: f"items.{i}.item_id")
     for i, sid in _encode(texts, codebook_size, encode_texts):
-        sids[i] = sid
-    return AddItems(tuple(NewItem(*fields) for fields in zip(ids, sids, titles)))
+        new[i][1] = sid
+    return AddItems(tuple(NewItem(*fields) for fields in new))
+
+
+def _item(i: int, item: object, codebook_size: int, texts: dict[int, str]) -> list:
+    """[item_id, SID or None (a text item, recorded in `texts`), title] of items[i]."""
+    if type(item) is not dict:
+        raise InvalidRequest(f"items.{i}", f"must be an object with item_id and semantic_id or text, got {item!r}")
+    if not ITEM_FIELDS.issuperset(item):
+        unknown = sorted(set(item) - ITEM_FIELDS)
+        raise InvalidRequest(f"items.{i}.{unknown[0]}", f"unknown field (an item has {sorted(ITEM_FIELDS)})")
+    if "item_id" not in item:
+        raise InvalidRequest(f"items.{i}.item_id", "required")
+    raw = item["item_id"]
+    raw = raw if type(raw) is str and raw else item_id(raw, f"items.{i}.item_id")
+    sid, text, title = item.get("semantic_id"), item.get("text"), item.get("title")
+    if (sid is None) == (text is None):
+        raise InvalidRequest(f"items.{i}.semantic_id", "give exactly one of semantic_id and text")
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequest(f"items.{i}.text", "must be a non-empty string")
+        texts[i] = text
+    else:
+        sid = semantic_id(sid, f"items.{i}.semantic_id", codebook_size)
+    if title is not None and not isinstance(title, str):
+        raise InvalidRequest(f"items.{i}.title", f"must be a string, got {title!r}")
+    return [raw, sid, title]
 
 
 def _encode(texts: dict[int, str], codebook_size: int, encode_texts: TextEncoder | None):

@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from grserve.catalog import changes
 from grserve.catalog.change_log import ChangeLog, fingerprint
 from grserve.catalog.changes import AddItems, Change, Rollback
@@ -46,7 +44,7 @@ class LiveCatalog:
         self.applied: collections.Counter[str] = collections.Counter()  # changes this process made, by kind
         self._store = ItemStore(base.table)
         self._base_state = CatalogState.of(base.table)
-        self._state = self._base_state
+        self._state = self._base_state.copy()  # an addition changes the current state in place
         self._changes: list[Change] = []  # change v is _changes[v - 1]
         self._first_record: dict[int, int] = {}  # version of an AddItems → its first record in the store
         self._lock = threading.Lock()
@@ -98,22 +96,29 @@ class LiveCatalog:
         return self._changes[version - 1]
 
     def _apply(self, change: Change, at: float | None = None, publish: bool = True) -> CatalogSnapshot:
-        version = self.version + 1
+        version, state, first = self.version + 1, None, None
         if isinstance(change, Rollback):
             changes.parse_rollback(change.to_version, self.version)
-            state, first = self._replay(change.to_version), None
+            state = self._replay(change.to_version)
+            snapshot = self._snapshot(state, version)
+        elif isinstance(change, AddItems):
+            # Known ids keep their rows, so the disabled rows stay; the state is changed in place once the change
+            # is committed, as copying its order (1M entries) would hold the GIL ~30 ms beside the step thread.
+            change = self._state.with_titles(change, self._store)
+            first = self._store.append(change.items)
+            snapshot = CatalogSnapshot.build(version, self._added(first, len(change.items)),
+                                             self.current.disabled)
         else:
             self._state.check(change)
-            if isinstance(change, AddItems):
-                change = self._state.with_titles(change, self._store)
-            first = self._store.append(change.items) if isinstance(change, AddItems) else None
-            state = self._state.apply(change, version, first)
-        snapshot = self._snapshot(state, version, self._added(change))
+            state = self._state.apply(change, version)
+            snapshot = self._snapshot(state, version)
         entry = {"version": version, "at": round(time.time() if at is None else at, 3), **changes.to_json(change)}
         if publish and self.publisher is not None:
             self.publisher(entry)
         if self.log is not None:
             self.log.append(entry)
+        if state is None:
+            state = self._state.apply(change, version, first, in_place=True)
         self._record(change, version, first, entry["at"])
         self._state, self.current = state, snapshot
         self.applied[change.kind] += 1
@@ -128,22 +133,18 @@ class LiveCatalog:
             entry["to_version"] = change.to_version
         self.recent = (*self.recent, entry)[-self._keep_recent:]
 
-    def _added(self, change: Change) -> ItemTable | None:
-        """The current table with an AddItems' items: what the store would give, without rebuilding its row
-        lookup (additions are what a catalog takes most, and most often in bulk)."""
-        if not isinstance(change, AddItems):
-            return None
-        items = change.items
-        return self.current.table.with_items([i.item_id for i in items], np.array([i.semantic_id for i in items]),
-                                             [i.title for i in items])
+    def _added(self, first: int, count: int) -> ItemTable:
+        """The current table with the `count` records from `first` (an AddItems'): what the store would give, in
+        numpy copies alone (additions are what a catalog takes most, and most often in bulk)."""
+        return self.current.table.with_records(*self._store.records(first, count))
 
-    def _snapshot(self, state: CatalogState, version: int, table: ItemTable | None = None) -> CatalogSnapshot:
-        """The snapshot of `state` (whose item table is `table`, when known): table, trie and tables shared with
-        the current version or version 0 when the items are theirs, built afresh otherwise."""
+    def _snapshot(self, state: CatalogState, version: int) -> CatalogSnapshot:
+        """The snapshot of `state`: table, trie and tables shared with the current version or version 0 when
+        the items are theirs, built afresh otherwise."""
         for known, items_version in ((self.current, self._state.items_version), (self.base, 0)):
             if state.items_version == items_version:
                 return known.with_disabled(version, state.disabled_rows(known.table))
-        table = table or self._store.table(state.order)
+        table = self._store.table(state.order)
         return CatalogSnapshot.build(version, table, state.disabled_rows(table))
 
     def _replay(self, upto: int) -> CatalogState:
@@ -184,6 +185,9 @@ class LiveCatalog:
 
     def summary(self, snapshot: CatalogSnapshot | None = None) -> dict:
         """Version, size and the last changes, of `snapshot` (a version a change returned) or the current one."""
-        s = snapshot or self.current
-        return {"version": s.version, "items": len(s.table), "disabled": len(s.disabled),
-                "semantic_id_triples": s.trie.num_triples, "changes": list(self.recent)}
+        return summary(snapshot or self.current, self.recent)
+
+
+def summary(s: CatalogSnapshot, recent: tuple[dict, ...]) -> dict:
+    return {"version": s.version, "items": len(s.table), "disabled": len(s.disabled),
+            "semantic_id_triples": s.trie.num_triples, "changes": list(recent)}

@@ -17,12 +17,16 @@ from grserve.items.item_table import ItemTable
 
 
 class ItemStore:
-    """Every item record any version holds, append-only: the model directory's rows, then each added item."""
+    """Every item record any version holds, append-only: the model directory's rows, then each added item. A
+    record is its SID and its id's and title's positions in the pools of the model directory's table, which
+    every version's table shares (items/item_table.py), so a version's table is made of arrays alone."""
 
     def __init__(self, table: ItemTable):
-        self.codebook_size = table.codebook_size
+        self.base = table
         self.codes = table.codes
-        self.titles = np.array(table.titles if table.titles is not None else [None] * len(table), dtype=object)
+        arrays = table.arrays()
+        self.keys = arrays["keys"]
+        self.title_at = arrays["title_at"] if arrays["title_at"] is not None else np.zeros(len(table), np.int64)
         self.has_titles = table.titles is not None
 
     def __len__(self) -> int:
@@ -31,20 +35,25 @@ class ItemStore:
     def append(self, items: tuple[NewItem, ...]) -> int:
         """Stores the items' records; returns the first one's index (the others follow it)."""
         first = len(self.codes)
+        titles = [i.title for i in items]
         self.codes = np.concatenate([self.codes, np.array([i.semantic_id for i in items], dtype=np.int32)])
-        titles = np.empty(len(items), dtype=object)
-        titles[:] = [i.title for i in items]
-        self.titles = np.concatenate([self.titles, titles])
-        self.has_titles = self.has_titles or any(i.title is not None for i in items)
+        self.keys = np.concatenate([self.keys, self.base.keys_of([i.item_id for i in items])])
+        self.title_at = np.concatenate([self.title_at, self.base.add_titles(titles)])
+        self.has_titles = self.has_titles or any(t is not None for t in titles)
         return first
 
     def title(self, record: int) -> str | None:
-        return self.titles[record]
+        return self.base.title_pool_value(int(self.title_at[record]))
+
+    def records(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Keys, codes and title positions of `count` records from `first` (for ItemTable.with_records)."""
+        at = slice(first, first + count)
+        return self.keys[at], self.codes[at], self.title_at[at] if self.has_titles else None
 
     def table(self, order: dict[str, int]) -> ItemTable:
         records = np.fromiter(order.values(), dtype=np.int64, count=len(order))
-        titles = self.titles[records].tolist() if self.has_titles else None
-        return ItemTable(self.codebook_size, self.codes[records], list(order), titles)
+        return self.base.over(self.codes[records], self.keys[records],
+                              self.title_at[records] if self.has_titles else None)
 
 
 @dataclass
@@ -70,6 +79,8 @@ class CatalogState:
 
     def with_titles(self, change: AddItems, store: ItemStore) -> AddItems:
         """An update that gives no title keeps the item's own."""
+        if not store.has_titles:  # no item has a title to keep
+            return change
         def title(item: NewItem) -> str | None:
             if item.title is not None or item.item_id not in self.order:
                 return item.title
