@@ -1,3 +1,4 @@
 from grserve.cli import main
 
-main()
+if __name__ == "__main__":  # not again in a process spawned from this one (the catalog builder)
+    main()

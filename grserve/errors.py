@@ -8,4 +8,7 @@ class InvalidRequest(ValueError):
 
     def __init__(self, param: str, message: str):
         super().__init__(f"{param}: {message}")
-        self.param = param
+        self.param, self.message = param, message
+
+    def __reduce__(self):  # pickled with its fields (the catalog process raises it in the serving process)
+        return type(self), (self.param, self.message)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from grserve.bundle import GRBundle
 from grserve.catalog.live import LiveCatalog
+from grserve.catalog.process import CatalogProcess, process_wanted
 from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.engine.config import EngineConfig
 from grserve.engine.gr_engine import GREngine
@@ -37,14 +38,19 @@ class Recommendation:
 
 class Recommender:
     def __init__(self, bundle: GRBundle, config: EngineConfig | None = None, history_overflow: str = "truncate",
-                 state_dir: str | Path | None = None):
-        """`state_dir`: where the live catalog's change log is kept (replayed here); None: in memory only."""
+                 state_dir: str | Path | None = None, catalog_process: bool | None = None):
+        """`state_dir`: where the live catalog's change log is kept (replayed here); None: in memory only.
+        `catalog_process`: whether the catalog runs in a process of its own (catalog/process.py); None: by size."""
         if history_overflow not in ("truncate", "reject"):
             raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {history_overflow!r}")
         self.bundle = bundle
         self.engine = GREngine(bundle, config)
         try:
-            self.catalog = LiveCatalog(self.engine.catalog, state_dir, bundle.directory)
+            if bundle.directory is not None and process_wanted(bundle.table, catalog_process):
+                self.catalog = CatalogProcess(self.engine.catalog, bundle.directory, state_dir,
+                                              busy=self.engine.lend_core)
+            else:
+                self.catalog = LiveCatalog(self.engine.catalog, state_dir, bundle.directory)
         except Exception:
             self.engine.shutdown()
             raise
@@ -52,6 +58,8 @@ class Recommender:
 
     def close(self) -> None:
         self.engine.shutdown()
+        if isinstance(self.catalog, CatalogProcess):
+            self.catalog.close()
 
     def prompt(self, rows: list[int], catalog: CatalogSnapshot | None = None) -> list[int]:
         """The prompt of a history given as item rows of `catalog` (default: the current version)."""

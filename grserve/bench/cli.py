@@ -121,7 +121,8 @@ def cmd_catalog(args) -> None:
     opts = CatalogBenchOptions(**(quick | given))
     run = run_catalog_bench(opts)
     path = save(run, opts.out_dir, "-quick" if args.quick else "")
-    print(json.dumps({"json": str(path), "failed": run["failed"], "changes": run["changes"]}, indent=2))
+    print(json.dumps({"json": str(path), **{mode: [{"failed": r["failed"], "changes": r["changes"]} for r in rs]
+                                            for mode, rs in run["modes"].items()}}, indent=2))
 
 
 def _add_catalog_parser(bench) -> None:
@@ -133,6 +134,7 @@ def _add_catalog_parser(bench) -> None:
     p.add_argument("--load-share", type=float, help="the steady load as a share of the measured peak (default 0.5)")
     p.add_argument("--gap-seconds", dest="gap_s", type=float,
                    help="seconds of steady load before, between and after the changes (default 5)")
+    p.add_argument("--repeats", type=int, help="rounds of every catalog mode (default 1)")
     p.add_argument("--out", dest="out_dir", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_catalog)
 

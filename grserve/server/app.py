@@ -96,7 +96,7 @@ def model_name(path: str | None) -> str:
 
 def load_recommender(config: ServerConfig) -> Recommender:
     return Recommender(GRBundle.load(config.model, device=config.engine.device), config.engine,
-                       config.history_overflow, config.state_dir)
+                       config.history_overflow, config.state_dir, config.catalog_process)
 
 
 async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") -> dict:

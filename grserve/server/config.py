@@ -44,6 +44,9 @@ class ServerConfig:
     state_dir: str | None = setting(None, "directory of the live catalog's change log, replayed at start; unset: "
                                           "grserve serve keeps it in $XDG_CACHE_HOME/grserve/catalog/<model> "
                                           "(~/.cache/...), a server made in process keeps its catalog in memory")
+    catalog_process: bool | None = setting(None, "run the live catalog in a process of its own, so that its changes "
+                                                 "never hold the GIL beside the engine's steps; unset: for "
+                                                 "catalogs of 100,000 items or more")
     admin_token: str | None = setting(None, "token the /v1/catalog admin routes require as Authorization: Bearer; "
                                             "unset: $GRSERVE_ADMIN_TOKEN, and with neither they answer 403")
     api_key: str | None = setting(None, "key every public /v1/* route then requires as Authorization: Bearer "

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from grserve.bundle import GRBundle
+from grserve.catalog.process import CatalogProcess
 from grserve.engine.config import EngineConfig
 from grserve.recommender import Recommender
 from tests.catalog.oracle import CatalogModel, assert_same_answer, reference_answer
@@ -41,8 +42,21 @@ def bundle():
     return make_bundle(num_items=200, codebook_size=6, seed=5)
 
 
-def test_every_kind_of_change_answers_as_the_reference(bundle):
-    rec = Recommender(bundle, CONFIG)
+@pytest.fixture(scope="module")
+def saved_bundle(bundle, tmp_path_factory):
+    """The bundle loaded from a directory, as a catalog process loads it."""
+    directory = tmp_path_factory.mktemp("model")
+    bundle.save(directory)
+    return GRBundle.load(directory)
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "catalog-process"])
+def test_every_kind_of_change_answers_as_the_reference(bundle, saved_bundle, in_process):
+    """The same changes, made by the catalog in the serving process and by one in its own process
+    (catalog/process.py), whose versions the serving process mirrors."""
+    bundle = bundle if in_process else saved_bundle
+    rec = Recommender(bundle, CONFIG, catalog_process=not in_process)
+    assert isinstance(rec.catalog, CatalogProcess) is not in_process
     model = CatalogModel(bundle.table)
     try:
         base = answers(rec, model, 0)

@@ -26,7 +26,8 @@ HISTORY, TOP_N, WIDTH = ["i4", "i9"], 5, 16
 @pytest.fixture(scope="module")
 def cluster(etcd, tiny_bundle, tmp_path_factory):
     """Two instances of a model of its own (so its history in etcd is too), each with its own state directory,
-    and a round-robin router; `start(n, *flags)` adds an instance."""
+    the second with its catalog in a process of its own (catalog/process.py: publishing and following the
+    shared history through it), and a round-robin router; `start(n, *flags)` adds an instance."""
     root = tmp_path_factory.mktemp("catalog-cluster")
     model_dir = root / f"shop-{uuid.uuid4().hex[:8]}"
     tiny_bundle.save(model_dir)
@@ -37,7 +38,7 @@ def cluster(etcd, tiny_bundle, tmp_path_factory):
                                    "--default-timeout-ms", "20000", *flags, port=port, cpus=cpus[n])
         procs.append(proc)
         return url
-    urls = [start(0), start(1)]
+    urls = [start(0), start(1, "--catalog-process")]
     try:
         with running(create_router_app(etcd.url, "round-robin", poll_interval=0.5)) as router:
             wait_for(lambda: len(seen(router, model_dir.name)) == 2, 60, "2 instances registered")
