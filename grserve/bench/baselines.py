@@ -121,8 +121,8 @@ class VLLMBeamSearch:
     """vLLM CPU `LLM.beam_search` in a worker process of the vLLM venv, spoken to in JSON lines."""
 
     def __init__(self, model_dir: str | Path, python: str = ".venv-bench/bin/python", name: str = "vllm",
-                 max_logprobs: int | None = None):
-        self.model_dir = Path(model_dir)
+                 max_logprobs: int | None = None, dtype: str = "float32"):
+        self.model_dir, self.dtype = Path(model_dir), dtype
         self.python = python
         self.name = name
         self.max_logprobs = max_logprobs or 2 * MAX_BEAM_WIDTH
@@ -145,7 +145,8 @@ class VLLMBeamSearch:
         self._stderr = tempfile.TemporaryFile()
         # Own session, so close() can end the worker together with the engine process vLLM spawns.
         self._proc = subprocess.Popen(
-            [self.python, str(WORKER), str(self.model_dir), "--max-logprobs", str(self.max_logprobs)],
+            [self.python, str(WORKER), str(self.model_dir), "--max-logprobs", str(self.max_logprobs),
+             "--dtype", self.dtype],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, text=True,
             start_new_session=True)
         try:

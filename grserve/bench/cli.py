@@ -63,7 +63,8 @@ def cmd_llm(args) -> None:
     from grserve.bench.gr_bench import save
     from grserve.bench.llm_bench import run_llm_bench
     run = run_llm_bench(requests=args.requests, prompt_len=args.prompt_len, max_tokens=args.max_tokens,
-                        layers=args.layers, hidden=args.hidden, vllm_python=args.vllm_python, repeats=args.repeats)
+                        layers=args.layers, hidden=args.hidden, vllm_python=args.vllm_python, repeats=args.repeats,
+                        dtype=args.dtype)
     path = save(run, args.out)
     print(json.dumps({"json": str(path), "grserve_tokens_per_s": run["grserve"]["output_tokens_per_s"],
                       "hf_tokens_per_s": run["hf"]["output_tokens_per_s"],
@@ -215,6 +216,9 @@ def add_bench_parser(sub, with_model) -> None:
     p.add_argument("--hidden", type=int, default=512, help="hidden size of the synthetic Llama")
     p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="what every system computes in (default: %(default)s; bfloat16 is slow where the CPU "
+                        "lacks native bf16)")
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_llm)
 

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from grserve.bench.flops import live_rows, peak_matmul_flops, request_flops
 from grserve.bench.loadgen import saturate, summarize
-from grserve.bench.machine import machine_info, native_bf16
+from grserve.bench.machine import machine_info
+from grserve.model.precision import native_bf16
 from grserve.bench.sweep import SWEEP, Turns, TurnOptions, measure_peaks, qps_at_slo, sweep_rates
 from grserve.bench.systems import ABLATIONS, GrserveSystem, QueuedBaseline
 from grserve.bench.workloads import Workload, movielens_workload, synthetic_model_dir, synthetic_workload

@@ -48,9 +48,9 @@ async def _grserve(engine: LLMEngine, prompts: list[list[int]], max_tokens: int)
 
 
 class _HF:
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, dtype: str):
         from transformers import AutoModelForCausalLM
-        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).eval()
 
     def _generate(self, ids: torch.Tensor, n: int):
         started = time.perf_counter()
@@ -70,9 +70,9 @@ class _HF:
 
 
 class _VLLM:
-    def __init__(self, model_dir: Path, python: str):
+    def __init__(self, model_dir: Path, python: str, dtype: str):
         from grserve.bench.baselines import VLLMBeamSearch
-        self.worker = VLLMBeamSearch(model_dir, python=python)
+        self.worker = VLLMBeamSearch(model_dir, python=python, dtype=dtype)
         self.worker.start()
 
     def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
@@ -86,8 +86,8 @@ class _VLLM:
 
 
 class _Grserve:
-    def __init__(self, model_dir: Path, overlap: bool):
-        self.engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, overlap=overlap))
+    def __init__(self, model_dir: Path, overlap: bool, dtype: str):
+        self.engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, overlap=overlap, dtype=dtype))
 
     def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
         return asyncio.run(_grserve(self.engine, prompts, max_tokens))
@@ -97,15 +97,17 @@ class _Grserve:
 
 
 def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 64, layers: int = 8,
-                  hidden: int = 512, seed: int = 0, vllm_python: str | None = None, repeats: int = 3) -> dict:
+                  hidden: int = 512, seed: int = 0, vllm_python: str | None = None, repeats: int = 3,
+                  dtype: str = "float32") -> dict:
     """Each system runs `repeats` batches, the systems taking turns on each batch, and is reported by its
     median run: this machine's speed drifts by tens of percent over minutes, and turns put every system
     under the same drift. Every batch has prompts of its own, so no run finds them in a prefix cache. vLLM
-    takes its turns after the others: its idle worker process keeps polling and would slow them."""
+    takes its turns after the others: its idle worker process keeps polling and would slow them. Every system
+    computes in `dtype`."""
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
     default = LLMEngineConfig().overlap
-    systems = {"grserve": _Grserve(model_dir, default), "grserve_other_overlap": _Grserve(model_dir, not default),
-               "hf": _HF(model_dir)}
+    systems = {"grserve": _Grserve(model_dir, default, dtype),
+               "grserve_other_overlap": _Grserve(model_dir, not default, dtype), "hf": _HF(model_dir, dtype)}
     vocab = systems["grserve"].engine.model.config.vocab_size
     batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
                 for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
@@ -124,7 +126,7 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
                     system.close()
     take_turns(systems)
     if vllm_python:
-        take_turns({"vllm": _VLLM(model_dir, vllm_python)})
+        take_turns({"vllm": _VLLM(model_dir, vllm_python, dtype)})
 
     def agreement(name: str) -> float:
         pairs = [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
@@ -141,7 +143,7 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
             "machine": machine_info(),
             "versions": {"torch": torch.__version__},
             "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
-                         "max_tokens": max_tokens, "greedy": True, "repeats": repeats},
+                         "max_tokens": max_tokens, "greedy": True, "repeats": repeats, "dtype": dtype},
             "grserve": {**ours, "overlap": default}, "grserve_other_overlap": {**other, "overlap": not default},
             "ratio_tokens_per_s_overlap_on_vs_off": on["output_tokens_per_s"] / off["output_tokens_per_s"],
             "overlap_agreement": agree["grserve_other_overlap"],

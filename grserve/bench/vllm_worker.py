@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("--max-logprobs", type=int, required=True,
                         help="2 x the widest beam to serve: vLLM asks 2W log-probs per beam step")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args()
 
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)  # line-buffered: one flush per reply
@@ -80,7 +81,7 @@ def main() -> None:
 
     config = json.loads((Path(args.model_dir) / "config.json").read_text())
     cap_beam_logprobs(config["vocab_size"])
-    llm = LLM(model=args.model_dir, dtype="float32", max_logprobs=args.max_logprobs, enable_prefix_caching=True,
+    llm = LLM(model=args.model_dir, dtype=args.dtype, max_logprobs=args.max_logprobs, enable_prefix_caching=True,
               max_model_len=config["max_position_embeddings"])
     replies.write(json.dumps({"ready": True}) + "\n")
     serve(llm, replies)

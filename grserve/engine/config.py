@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from grserve.model.precision import DTYPES
+
 
 def setting(default, help: str):
     """A config field with its one-line help (what `grserve serve --help` and `grserve train --help` show)."""
@@ -91,13 +93,14 @@ class LLMEngineConfig:
                                             "unset: prompt lookup (n-gram)")
     max_model_len: int | None = setting(None, "longest prompt plus output in tokens; unset: the model's "
                                               "max_position_embeddings")
-    dtype: str = setting("float32", "LLM weight and KV dtype: float32 or bfloat16")
+    dtype: str = setting("auto", "LLM weight and KV dtype: auto (a bf16 or fp16 checkpoint in bfloat16 where the CPU "
+                                 "computes bf16 natively, else float32), float32 or bfloat16")
     device: str = setting("cpu", DEVICE_HELP)
     overlap: bool | None = setting(None, OVERLAP_HELP)
 
     def __post_init__(self) -> None:
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.overlap and self.speculative_tokens:
             raise ValueError("overlap: speculative decoding needs each step's result before the next is scheduled; "
                              "turn one of them off")

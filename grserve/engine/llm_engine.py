@@ -39,7 +39,8 @@ from grserve.engine.sequence import ONLINE, Sequence
 from grserve.engine.speculative import accept_greedy, propose_ngram, propose_with_model
 from grserve.kv.block_manager import BlockManager
 from grserve.kv.transfer import KVBlocks
-from grserve.model.loader import load_model
+from grserve.model.loader import load_model, stored_dtype
+from grserve.model.precision import compute_dtype
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
 from grserve.sampling.params import SamplingParams
 from grserve.sampling.sampler import Sampler, make_generator
@@ -71,7 +72,7 @@ class _InFlight:
 class LLMEngine:
     def __init__(self, model_dir: str | Path, config: LLMEngineConfig | None = None):
         self.config = c = config or LLMEngineConfig()
-        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[c.dtype]
+        self.dtype = dtype = compute_dtype(c.dtype, stored_dtype(model_dir), c.device)
         self.model = load_model(model_dir, device=c.device, dtype=dtype)
         self.tokenizer = load_tokenizer(model_dir)
         mc = self.model.config

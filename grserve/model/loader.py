@@ -60,6 +60,19 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu", dtype:
     return model.eval()
 
 
+def stored_dtype(directory: str | Path) -> torch.dtype:
+    """The dtype of the checkpoint's first floating-point tensor (what it was saved in)."""
+    with safe_open(_weight_files(Path(directory))[0], framework="pt") as f:
+        for name in f.keys():
+            dtype = f.get_slice(name).get_dtype()
+            if dtype in _SAFETENSORS_FLOATS:
+                return _SAFETENSORS_FLOATS[dtype]
+    return torch.float32
+
+
+_SAFETENSORS_FLOATS = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
+
+
 def _weight_files(path: Path) -> list[Path]:
     # The same preference as HF: a single file first, then the shards an index names.
     if (path / WEIGHTS).exists():
