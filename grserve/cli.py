@@ -56,6 +56,7 @@ def _derive_codebooks(dataset, out: str) -> None:
 
 
 def cmd_eval(args) -> None:
+    from grserve.data.anchors import anchors_for
     from grserve.data.evaluation import evaluate, round_metrics
     from grserve.data.loading import load_dataset
     from grserve.data.split import leave_one_out
@@ -74,9 +75,14 @@ def cmd_eval(args) -> None:
     if args.json:
         print(json.dumps({"model": result["model"], "popularity": result["popularity"]}))
         return
-    print(f"{'':12s}" + "".join(f"{k:>11s}" for k in result["model"]))
-    for system in ("model", "popularity"):
-        print(f"{system:12s}" + "".join(f"{v:11.4f}" for v in result[system].values()))
+    rows = [(system, result[system]) for system in ("model", "popularity")]
+    if args.split == "test":  # the published numbers are test-split numbers
+        rows += anchors_for(dataset)
+    width = max(len(name) for name, _ in rows) + 2
+    print(" " * width + "".join(f"{k:>11s}" for k in result["model"]))
+    for name, metrics in rows:
+        print(f"{name:{width}s}" + "".join(f"{metrics[k]:11.4f}" if k in metrics else f"{'-':>11s}"
+                                           for k in result["model"]))
     print(f"users={result['users']} beam_width={result['beam_width']} split={args.split}")
 
 

@@ -76,6 +76,16 @@ def test_embedded_model_beats_popularity_on_movielens():
     assert out["model"]["ndcg@10"] > out["popularity"]["ndcg@10"]
 
 
+def test_eval_table_prints_the_published_anchors_on_the_test_split():
+    rows = {line.split("  ")[0]: line.split()[-1] for line in
+            grserve("eval", "--users", "30").stdout.splitlines()[1:-1]}
+    assert rows.keys() == {"model", "popularity", "RecBole GRU4Rec", "RecBole SASRec"}
+    assert rows["RecBole GRU4Rec"] == "0.0594"  # NDCG@10, the last column
+    # Validation numbers are not comparable with the published test numbers: no anchors there.
+    valid = grserve("eval", "--users", "30", "--split", "valid").stdout
+    assert "RecBole" not in valid and "split=valid" in valid
+
+
 def _options(parser: argparse.ArgumentParser, path: str = "grserve"):
     """(command path, option string, help) of every option under `parser`, subcommands included; and
     (command path, help) of every subcommand."""

@@ -63,9 +63,10 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int):
+    def __init__(self, config: ModelConfig, layer: int, dropout: float = 0.0):
         super().__init__()
         self.layer = layer
+        self.dropout = dropout
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = config.head_dim
@@ -97,7 +98,8 @@ class Attention(nn.Module):
             return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), past
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True,
+                                             dropout_p=self.dropout if self.training else 0.0)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), (k, v)
 
 
@@ -113,32 +115,34 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer: int):
+    def __init__(self, config: ModelConfig, layer: int, dropout: float = 0.0):
         super().__init__()
-        self.self_attn = Attention(config, layer)
+        self.dropout = dropout
+        self.self_attn = Attention(config, layer, dropout)
         self.mlp = MLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x, cos, sin, mask, causal, past):
         h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, past)
-        x = x + h
-        return x + self.mlp(self.post_attention_layernorm(x)), kv
+        x = x + F.dropout(h, self.dropout, self.training)
+        return x + F.dropout(self.mlp(self.post_attention_layernorm(x)), self.dropout, self.training), kv
 
 
 class Decoder(nn.Module):
     """The `model.` part of the HF names: embeddings, layers, final norm; returns hidden states."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, dropout: float = 0.0):
         super().__init__()
         self.config = config
+        self.dropout = dropout
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, i, dropout) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
                 past: KVCache | AttentionBackend | None) -> tuple[torch.Tensor, KVCache | AttentionBackend]:
-        x = self.embed_tokens(input_ids)
+        x = F.dropout(self.embed_tokens(input_ids), self.dropout, self.training)
         cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         if isinstance(past, AttentionBackend):
             # The backend knows which past keys each row may see; a mask here would be a second, unused truth.
@@ -177,12 +181,16 @@ class Transformer(nn.Module):
     returned cache: one (k, v) per layer, [B, num_kv_heads, S, head_dim]; the returned one includes the new
     tokens. past may instead be an AttentionBackend (mask then None), which is returned as the cache. Freshly
     built weights are PyTorch's default initialization; real ones come from `load_model`.
+
+    `dropout` (training only, as in SASRec) drops the token embeddings, the attention probabilities and each
+    residual branch while the module is in train mode; in eval mode, where serving runs, it does nothing, so a
+    trained model's answers do not depend on it and it is not part of config.json.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, dropout: float = 0.0):
         super().__init__()
         self.config = config
-        self.model = Decoder(config)
+        self.model = Decoder(config, dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

