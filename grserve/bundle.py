@@ -20,7 +20,7 @@ SETTINGS_FILE = "gr_config.json"
 
 @dataclass
 class GRSettings:
-    # Histories longer than this keep their newest items: the prompt is 1 + 3 * max_history_items tokens.
+    # Histories longer than this keep their newest items: the prompt is 1 + levels * max_history_items tokens.
     max_history_items: int = 50
     dataset: str = ""
 
@@ -41,11 +41,12 @@ class GRBundle:
             raise FileNotFoundError(f"{directory} is not a GR model directory: no {SETTINGS_FILE}")
         settings = GRSettings(**json.loads((directory / SETTINGS_FILE).read_text()))
         table = ItemTable.load(directory)
-        vocab = GRVocab(table.codebook_size)
+        vocab = GRVocab.of(table)
         model = load_model(directory, device=device)
         if model.config.vocab_size != vocab.size:
             raise ValueError(f"{directory}: model vocab_size {model.config.vocab_size} does not match "
-                             f"the item table's vocabulary of {vocab.size} tokens")
+                             f"the item table's vocabulary of {vocab.size} tokens ({vocab.num_special} special, "
+                             f"{vocab.levels} levels of {vocab.codebook_size} codes)")
         return cls(model, table, SIDTrie.from_table(table), vocab, settings, directory)
 
     def save(self, directory: str | Path) -> None:

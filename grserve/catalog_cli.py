@@ -21,9 +21,11 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv
 EPILOG = """\
 items file (add --file FILE, or - for stdin): JSON lines, one item per line as the HTTP API takes it
   ({"item_id": ..., "semantic_id": [c0, c1, c2]} or {"item_id": ..., "text": "..."}, each with an optional
-  "title"); or CSV/TSV rows item_id,c0,c1,c2[,title], or with --text item_id,text[,title]. A first row whose
-  first field is "item_id" is a header. The format comes from the extension (.jsonl, .csv, .tsv; anything
-  else and stdin: JSON lines) unless --format says.
+  "title"); or CSV/TSV rows item_id,c0,c1,c2[,title] (one code per level of the catalog's SIDs: item_id,c0,c1
+  for 2 levels, item_id,c0,c1,c2,c3 for 4), or with --text item_id,text[,title]. A first row whose first field
+  is "item_id" is a header and says how many codes a row has (item_id,c0,c1,c2,c3,title); without one, a last
+  field that is not an integer is the title (a title that is a number needs the header). The format comes from
+  the extension (.jsonl, .csv, .tsv; anything else and stdin: JSON lines) unless --format says.
 ids file (remove, disable, enable --file FILE, or - for stdin): one item id per line.
 offline: --model and --state-dir name what `grserve serve --model DIR --state-dir DIR` loads (--state-dir's
   default is serve's: $XDG_CACHE_HOME/grserve/catalog/<model>). One writer per state directory: a server
@@ -72,9 +74,7 @@ def read_items(path: str, fmt: str | None, text: bool) -> Read:
         if fmt == "jsonl":
             rows = ((n, _json_item(line, read.name, n)) for n, line in enumerate(f, 1) if line.strip())
         else:
-            reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
-            rows = ((reader.line_num, _csv_item(row, read.name, reader.line_num, text)) for row in reader
-                    if row and not (reader.line_num == 1 and row[0].strip() == "item_id"))
+            rows = _csv_rows(f, fmt, read.name, text)
         for n, item in rows:
             read.values.append(item)
             read.lines.append(n)
@@ -93,15 +93,42 @@ def _json_item(line: str, name: str, n: int) -> dict:
     return item
 
 
-def _csv_item(row: list[str], name: str, n: int, text: bool) -> dict:
-    columns = ["item_id", "text"] if text else ["item_id", "c0", "c1", "c2"]
-    if not len(columns) <= len(row) <= len(columns) + 1:
-        raise ValueError(f"{name} line {n}: expected {','.join(columns)}[,title], got {len(row)} fields")
+def _csv_rows(f, fmt: str, name: str, text: bool):
+    """(line, item) of every CSV/TSV row; a header row sets the number of codes (see EPILOG)."""
+    from grserve.items.item_table import MIN_LEVELS  # here: numpy is not for every `grserve` command's start
+    reader = csv.reader(f, delimiter="\t" if fmt == "tsv" else ",")
+    codes = None  # codes per row: the header's, or told by each row
+    for row in reader:
+        if not row:
+            continue
+        if reader.line_num == 1 and row[0].strip() == "item_id":
+            codes = len(row) - 1 - (row[-1].strip() == "title")
+            continue
+        if text:
+            columns = ["item_id", "text"]
+        else:
+            count = codes if codes is not None else len(row) - 1 - (len(row) > 1 and not _is_code(row[-1]))
+            columns = ["item_id", *(f"c{level}" for level in range(max(count, MIN_LEVELS)))]
+        if not len(columns) <= len(row) <= len(columns) + 1:
+            shape = ",".join(columns) if text or codes is not None else "item_id,c0,c1[,c2...]"
+            raise ValueError(f"{name} line {reader.line_num}: expected {shape}[,title], got {len(row)} fields")
+        yield reader.line_num, _csv_item(row, columns, name, reader.line_num)
+
+
+def _is_code(value: str) -> bool:
+    try:
+        int(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _csv_item(row: list[str], columns: list[str], name: str, n: int) -> dict:
     item: dict = {"item_id": row[0].strip()}
-    if text:
+    if columns[1] == "text":
         item["text"] = row[1]
     else:
-        item["semantic_id"] = [_code(row[k], columns[k], name, n) for k in (1, 2, 3)]
+        item["semantic_id"] = [_code(row[k], columns[k], name, n) for k in range(1, len(columns))]
     if len(row) > len(columns):
         item["title"] = row[-1]
     return item
@@ -189,7 +216,7 @@ def _fail(message: str) -> NoReturn:
 
 def _describe(summary: dict, with_changes: bool) -> str:
     lines = [f"catalog version {summary['version']}: {summary['items']} items ({summary['disabled']} disabled), "
-             f"{summary['semantic_id_triples']} semantic-ID triples"]
+             f"{summary['semantic_ids']} distinct semantic IDs"]
     if with_changes:
         lines.append("last changes:" if summary["changes"] else "no changes: the model directory's item table")
     for c in summary["changes"] if with_changes else ():

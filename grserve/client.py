@@ -80,7 +80,8 @@ class GRServeClient:
         return self._admin("catalog")
 
     def add_items(self, items: list[dict]) -> dict:
-        """items: `{"item_id", "semantic_id": [c0, c1, c2]}` or `{"item_id", "text"}`, each with an optional title."""
+        """items: `{"item_id", "semantic_id": [c0, c1, ...]}` (one code per level) or `{"item_id", "text"}`, each with
+        an optional title."""
         return self._admin("add_items", items)
 
     def remove_items(self, item_ids: list) -> dict:

@@ -75,7 +75,7 @@ class Recommender:
         return GRRequest(self.prompt(history, catalog), beam_width, top_n, banned, allow, catalog=catalog)
 
     def rank(self, histories: list[list[int]], top_n: int, beam_width: int,
-             exclude_history: bool = True) -> list[list[tuple[int, float, tuple[int, int, int]]]]:
+             exclude_history: bool = True) -> list[list[tuple[int, float, tuple[int, ...]]]]:
         """Per history (item rows of the current catalog version, oldest first): up to `top_n` (item row, score,
         SID), best first. All requests are submitted at once, so the engine batches them."""
         catalog = self.catalog.current

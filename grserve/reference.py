@@ -3,11 +3,12 @@
 At every step it runs the model over the whole sequence (prompt + generated tokens) of every beam: no
 KV cache, no shared prompt, no batching tricks beyond stacking the equal-length beam rows. Each step
 takes the log-softmax over the *full* vocabulary and only then restricts to the trie's valid children,
-so an item's score is the sum of the log-probabilities of its 3 tokens under the unconstrained model.
+so an item's score is the sum of the log-probabilities of its SID's tokens (one per level, whatever the
+depth) under the unconstrained model.
 Ties are broken by the smaller code sequence, which makes the result deterministic.
 
 Filters remove items (`exclude`, and everything outside `allow` when given); a prefix is a candidate only
-while some item under it survives, and surviving items are what a triple expands to."""
+while some item under it survives, and surviving items are what a SID expands to."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from grserve.items.vocab import GRVocab
 @dataclass(frozen=True)
 class ScoredItem:
     item: int  # item row in the catalog
-    semantic_id: tuple[int, int, int]
+    semantic_id: tuple[int, ...]
     score: float
 
 
@@ -29,11 +30,14 @@ class ScoredItem:
 def reference_beam_search(model, prompt: list[int], beam_width: int, top_n: int, trie: SIDTrie,
                           vocab: GRVocab, exclude: set[int] = frozenset(),
                           allow: set[int] | None = None) -> list[ScoredItem]:
-    """Top-`top_n` items (expanded from the best `beam_width` SID triples) for one prompt."""
+    """Top-`top_n` items (expanded from the best `beam_width` SIDs) for one prompt."""
+    if vocab.levels != trie.levels:
+        raise ValueError(f"a vocabulary of {vocab.levels} levels for a trie of {trie.levels}")
     device = next(model.parameters()).device
     filtered = bool(exclude) or allow is not None
     kept = (allow if allow is not None else set(trie.item_rows.tolist())) - set(exclude)
-    open_prefixes = {t[:n] for t in _triples_holding(trie, kept) for n in (1, 2, 3)} if filtered else None
+    open_prefixes = ({sid[:n] for sid in _sids_holding(trie, kept) for n in range(1, trie.levels + 1)}
+                     if filtered else None)
     beams: list[tuple[tuple[int, ...], float]] = [((), 0.0)]
     for level in range(vocab.levels):
         rows = [prompt + [vocab.offset(l) + c for l, c in enumerate(prefix)] for prefix, _ in beams]
@@ -53,12 +57,9 @@ def reference_beam_search(model, prompt: list[int], beam_width: int, top_n: int,
     return items[:top_n]
 
 
-def _triples_holding(trie: SIDTrie, items: set[int]) -> list[tuple[int, int, int]]:
-    """Every valid triple with at least one of `items`, found by walking the trie."""
-    out = []
-    for c0 in trie.first_codes.tolist():
-        for c1 in trie.children((c0,)).tolist():
-            for c2 in trie.children((c0, c1)).tolist():
-                if any(i in items for i in trie.items_of(c0, c1, c2)):
-                    out.append((c0, c1, c2))
-    return out
+def _sids_holding(trie: SIDTrie, items: set[int]) -> list[tuple[int, ...]]:
+    """Every valid SID with at least one of `items`, found by walking the trie level by level."""
+    prefixes: list[tuple[int, ...]] = [()]
+    for _ in range(trie.levels):
+        prefixes = [p + (code,) for p in prefixes for code in trie.children(p).tolist()]
+    return [sid for sid in prefixes if any(i in items for i in trie.items_of(*sid))]

@@ -34,13 +34,14 @@ def shared_data(relative: str) -> Path:
 
 
 def make_bundle(num_items: int = 60, codebook_size: int = 5, seed: int = 0,
-                architecture: str = "LlamaForCausalLM") -> GRBundle:
+                architecture: str = "LlamaForCausalLM", levels: int = 3) -> GRBundle:
+    """A tiny random GR model over `num_items` random SIDs of `levels` codes."""
     rng = np.random.default_rng(seed)
-    codes = rng.integers(0, codebook_size, size=(num_items, 3)).astype(np.int32)
-    codes[1] = codes[0]  # at least one collision: two items share a triple
+    codes = rng.integers(0, codebook_size, size=(num_items, levels)).astype(np.int32)
+    codes[1] = codes[0]  # at least one collision: two items share a SID
     table = ItemTable(codebook_size, codes, [f"i{n}" for n in range(num_items)],
                       [f"title {n}" for n in range(num_items)])
-    vocab = GRVocab(codebook_size)
+    vocab = GRVocab.of(table)
     torch.manual_seed(seed)
     config = ModelConfig(architecture=architecture, vocab_size=vocab.size, hidden_size=32,
                          intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,

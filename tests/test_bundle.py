@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from grserve.bundle import GRBundle
+from tests.conftest import make_bundle
 
 
 def test_save_load_round_trip(tiny_bundle, tiny_model_dir):
@@ -13,7 +14,7 @@ def test_save_load_round_trip(tiny_bundle, tiny_model_dir):
     assert np.array_equal(loaded.table.codes, tiny_bundle.table.codes)
     assert loaded.table.raw_ids == tiny_bundle.table.raw_ids
     assert loaded.settings == tiny_bundle.settings
-    assert torch.equal(loaded.trie.l2_codes, tiny_bundle.trie.l2_codes)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.trie.codes, tiny_bundle.trie.codes))
     ids = torch.tensor([[1, 4, 9, 14]])
     pos = torch.arange(4)[None]
     assert torch.allclose(loaded.model(ids, pos)[0], tiny_bundle.model(ids, pos)[0], atol=1e-6)
@@ -31,4 +32,22 @@ def test_vocab_mismatch_is_reported(tiny_model_dir, tmp_path):
     items["codebook_size"] += 1
     (tmp_path / "m" / "items.json").write_text(json.dumps(items))
     with pytest.raises(ValueError, match="vocab_size"):
+        GRBundle.load(tmp_path / "m")
+
+
+def test_a_four_level_model_directory_round_trips(tmp_path):
+    """The depth comes from the item table: the loaded vocabulary and trie have its 4 levels."""
+    bundle = make_bundle(num_items=40, codebook_size=4, seed=1, levels=4)
+    bundle.save(tmp_path)
+    loaded = GRBundle.load(tmp_path)
+    assert loaded.table.levels == loaded.vocab.levels == loaded.trie.levels == 4
+    assert np.array_equal(loaded.table.codes, bundle.table.codes) and loaded.vocab == bundle.vocab
+
+
+def test_a_table_of_another_depth_than_the_model_is_reported(tiny_model_dir, tmp_path):
+    """A 4-level items file beside a model trained on 3-level SIDs: the vocabularies differ by a level."""
+    import shutil
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    make_bundle(levels=4).table.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="vocab_size 18 does not match .* 23 tokens .*4 levels of 5 codes"):
         GRBundle.load(tmp_path / "m")

@@ -14,6 +14,7 @@ from grserve.recommender import Recommender
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
 from tests.catalog.oracle import CatalogModel, assert_same_answer, reference_answer
+from tests.conftest import make_bundle
 from tests.server.conftest import free_port, running
 
 TOKEN = "cli-admin-token"
@@ -80,6 +81,34 @@ def test_offline_changes_are_what_a_server_then_loads(tiny_bundle, tmp_path, cap
     assert files(model_dir) == before
 
 
+def test_rows_of_four_codes_on_a_four_level_catalog(tmp_path, capsys):
+    """A row has as many codes as the catalog's SIDs; a header says so, a last field that is no integer is a
+    title, and with a header a title may be a number."""
+    bundle = make_bundle(num_items=80, codebook_size=4, seed=2, levels=4)
+    model_dir, state = tmp_path / "model", str(tmp_path / "state")
+    bundle.save(model_dir)
+    offline = ("--model", str(model_dir), "--state-dir", state)
+    (tmp_path / "plain.csv").write_text("new-a,1,2,3,0,Sofa\nnew-b,0,0,0,0\n")
+    (tmp_path / "titled.tsv").write_text("item_id\tc0\tc1\tc2\tc3\ttitle\nnew-c\t3\t3\t3\t3\t1984\n")
+    for name in ("plain.csv", "titled.tsv"):
+        assert catalog(capsys, "add", "--file", str(tmp_path / name), *offline)[0] == 0
+    expected = CatalogModel(bundle.table).add("new-a", (1, 2, 3, 0)).add("new-b", (0, 0, 0, 0))
+    expected.add("new-c", (3, 3, 3, 3))
+    (tmp_path / "short.csv").write_text("new-d,1,2,3\n")
+    code, _, err = catalog(capsys, "add", "--file", str(tmp_path / "short.csv"), *offline)
+    assert code == 2 and "short.csv line 1: items.0.semantic_id: must be 4 integer codes in [0, 4)" in err
+    recommender = Recommender(GRBundle.load(model_dir), state_dir=state)
+    try:
+        table = recommender.catalog.current.table
+        assert [tuple(c) for c in table.codes.tolist()] == list(expected.sids.values())
+        assert [table.titles[table.row_of(i)] for i in ("new-a", "new-b", "new-c")] == ["Sofa", None, "1984"]
+        got = recommender.recommend(["new-a", "i3"], top_n=5, beam_width=16)
+        assert_same_answer([(i.item_id, i.score) for i in got.items],
+                           reference_answer(bundle, expected, ["new-a", "i3"], 5, 16))
+    finally:
+        recommender.close()
+
+
 @pytest.fixture(scope="module")
 def server(tiny_bundle):
     config = ServerConfig.of(max_beam_width=32, default_timeout_ms=30_000, admin_token=TOKEN)
@@ -125,7 +154,9 @@ def test_online_errors_print_the_servers_message(server, tmp_path, capsys):
 
 BAD_FILES = [  # file name, its text, extra flags, the error's words
     ("items.csv", "a,1,2,3\nb,1,x,3\n", (), "items.csv line 2: c1: not an integer code: 'x'"),
-    ("items.tsv", "a\t1\t2\t3\nb\t1\n", (), "items.tsv line 2: expected item_id,c0,c1,c2[,title], got 2 fields"),
+    ("items.tsv", "a\t1\t2\t3\nb\t1\n", (), "items.tsv line 2: expected item_id,c0,c1[,c2...][,title], got 2 fields"),
+    ("items.csv", "item_id,c0,c1,c2\na,1,2\n", (), "items.csv line 2: expected item_id,c0,c1,c2[,title], got 3 fields"),
+    ("items.csv", "a,1,2,3,4\n", (), "items.csv line 1: items.0.semantic_id: must be 3 integer codes in [0, 5)"),
     ("items.jsonl", '{"item_id": "a", "semantic_id": [1, 2, 3]}\n{"item_id": "b",\n', (),
      "items.jsonl line 2: not JSON"),
     ("items.jsonl", '{"item_id": "a", "semantic_id": [1, 2, 3]}\n\n{"item_id": "b", "colour": 1}\n', (),

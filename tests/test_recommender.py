@@ -6,8 +6,8 @@ from grserve.reference import reference_beam_search
 def test_matches_reference_and_excludes_history(tiny_bundle):
     b, rec = tiny_bundle, Recommender(tiny_bundle)
     history = ["i3", "i8", "i0"]
-    out = rec.recommend(history, top_n=5, beam_width=b.trie.num_triples)
-    ref = reference_beam_search(b.model, b.vocab.prompt(b.table.codes[[3, 8, 0]]), b.trie.num_triples,
+    out = rec.recommend(history, top_n=5, beam_width=b.trie.num_leaves)
+    ref = reference_beam_search(b.model, b.vocab.prompt(b.table.codes[[3, 8, 0]]), b.trie.num_leaves,
                                 len(b.table), b.trie, b.vocab)
     expected = [i for i in ref if b.table.raw_ids[i.item] not in history][:5]
     assert [i.item_id for i in out.items] == [b.table.raw_ids[i.item] for i in expected]
@@ -38,6 +38,6 @@ def test_long_history_is_truncated_with_a_warning(tiny_bundle):
 def test_fewer_items_than_asked_is_a_warning(tiny_bundle):
     rec = Recommender(tiny_bundle)
     everything = [f"i{n}" for n in range(60)]
-    out = rec.recommend(everything[:-2], top_n=5, beam_width=tiny_bundle.trie.num_triples)
+    out = rec.recommend(everything[:-2], top_n=5, beam_width=tiny_bundle.trie.num_leaves)
     assert {i.item_id for i in out.items} <= {"i58", "i59"}
     assert any("only" in w for w in out.warnings)

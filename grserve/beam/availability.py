@@ -16,20 +16,20 @@ from grserve.beam.candidates import CandidateTables
 
 
 def closure_chain(tables: CandidateTables) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(parent of each child, children of each parent) from items up: items → leaves → level-2 nodes →
+    """(parent of each child, children of each parent) from items up: items → leaves → the level before → ... →
     level-1 nodes. A parent closes when as many of its children are closed as it has."""
     per_leaf = tables.leaf_items_indptr[1:] - tables.leaf_items_indptr[:-1]
-    return [(tables.leaf_of_item, per_leaf), (tables.parent_of[2], tables.levels[2].degree),
-            (tables.parent_of[1], tables.levels[1].degree)]
+    return [(tables.leaf_of_item, per_leaf)] + [(tables.parent_of[level], tables.levels[level].degree)
+                                                for level in range(len(tables.levels) - 1, 0, -1)]
 
 
 @dataclass(eq=False)
 class Availability:
     disabled: torch.Tensor  # bool [items]: the disabled rows
-    # Closed children per parent, up the chain: disabled items per leaf, closed leaves per level-2 node, closed
-    # level-2 nodes per level-1 node.
+    # Closed children per parent, up the chain: disabled items per leaf, closed leaves per node of the level
+    # before, ..., closed level-2 nodes per level-1 node.
     closed_children: list[torch.Tensor]
-    open: list[torch.Tensor]  # per selection level: bool [nodes] (level-1 nodes, level-2 nodes, leaves)
+    open: list[torch.Tensor]  # per selection level: bool [nodes] (level-1 nodes, level-2 nodes, ..., leaves)
 
     @classmethod
     def build(cls, tables: CandidateTables, rows: Iterable[int]) -> Availability | None:

@@ -1,10 +1,10 @@
 """Padded candidate tables, built once per catalog version from the trie's CSR tables.
 
-Beam state is a trie *node* per level: level 0 has the root; a level-1 node is a position in
-`first_codes` (a valid c0); a level-2 node is a position in `l1_codes` (a valid (c0, c1) pair); a leaf is
-a position in `l2_codes` (a valid triple). Row `n` of level `l`'s table lists node `n`'s children: their
-codes, their tokens (for gathering logits) and, since children are contiguous in the CSR arrays, the
-child node of slot `j` is simply `base[n] + j`. Selecting a child is then index arithmetic."""
+Beam state is a trie *node* per level: level 0 has the root; a level-l node (l >= 1) is a position in the
+trie's `codes[l - 1]` (a valid prefix of l codes), and a leaf, a level-L node for SIDs of L codes, is a valid
+SID. Row `n` of level `l`'s table lists node `n`'s children: their codes, their tokens (for gathering logits)
+and, since children are contiguous in the CSR arrays, the child node of slot `j` is simply `base[n] + j`.
+Selecting a child is then index arithmetic."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,11 +48,12 @@ def _pad(starts: np.ndarray, degree: np.ndarray, values: np.ndarray, offset: int
 
 @dataclass
 class CandidateTables:
-    levels: list[LevelTable]
+    levels: list[LevelTable]  # one per SID level: level l's table lists the children of level-l nodes
     leaf_items_indptr: torch.Tensor  # items of leaf f: item_rows[indptr[f]:indptr[f+1]]
     item_rows: torch.Tensor
-    # Parent node of every node, per level (level 1 → root 0, level 2 → level-1 node, leaf → level-2 node),
-    # and the leaf of every item: what per-request item filters need to find the nodes they empty.
+    # Parent node of every node, per level (level-1 nodes → root 0, level-2 nodes → level-1 nodes, ..., leaves →
+    # the level before), and the leaf of every item: what per-request item filters need to find the nodes they
+    # empty.
     parent_of: list[torch.Tensor]
     leaf_of_item: torch.Tensor
 
@@ -60,25 +61,23 @@ class CandidateTables:
     def build(cls, trie: SIDTrie, vocab: GRVocab) -> "CandidateTables":
         # In numpy: a table is built once per catalog version, on a thread beside the engine's step thread,
         # where torch ops would start a second OpenMP team competing with the step's for the same cores.
+        if vocab.levels != trie.levels:
+            raise ValueError(f"a vocabulary of {vocab.levels} levels for a trie of {trie.levels}")
         K = trie.codebook_size
-        first, l1_indptr, l1_codes, l2_indptr, l2_codes, item_indptr, item_rows = (
-            t.cpu().numpy() for t in (trie.first_codes, trie.l1_indptr, trie.l1_codes, trie.l2_indptr, trie.l2_codes,
-                                      trie.item_indptr, trie.item_rows))
-        root = _pad(np.zeros(1, dtype=np.int64), np.array([len(first)]), first, vocab.offset(0), K)
-        l1_start = l1_indptr[first]
-        level1 = _pad(l1_start, l1_indptr[first + 1] - l1_start, l1_codes, vocab.offset(1), K)
-        # c0 of every (c0, c1) pair, then the CSR segment of its c2 children.
-        pair_parent = np.repeat(np.arange(len(first)), level1.degree.numpy())
-        pair_key = first[pair_parent] * K + l1_codes
-        l2_start = l2_indptr[pair_key]
-        level2 = _pad(l2_start, l2_indptr[pair_key + 1] - l2_start, l2_codes, vocab.offset(2), K)
-        leaf_parent = np.repeat(np.arange(len(pair_key)), level2.degree.numpy())
+        levels, parent_of = [], []
+        for level, (indptr, codes) in enumerate(zip(trie.indptr, trie.codes)):
+            indptr = indptr.cpu().numpy()
+            degree = np.diff(indptr)
+            # A copy, not a view of the trie's memory: sharing a tensor with another process (catalog/process.py)
+            # moves its storage to shared memory and frees the old one, which a view would still point into.
+            levels.append(_pad(indptr[:-1].copy(), degree, codes.cpu().numpy(), vocab.offset(level), K))
+            parent_of.append(np.repeat(np.arange(len(degree)), degree))
+        item_indptr, item_rows = trie.item_indptr.cpu().numpy(), trie.item_rows.cpu().numpy()
         items_per_leaf = np.diff(item_indptr)
         leaf_of_item = np.empty(len(item_rows), dtype=np.int64)
         leaf_of_item[item_rows] = np.repeat(np.arange(len(items_per_leaf)), items_per_leaf)
-        parent_of = [np.zeros(len(first), dtype=np.int64), pair_parent, leaf_parent]
-        return cls([root, level1, level2], trie.item_indptr, trie.item_rows,
-                   [torch.from_numpy(p) for p in parent_of], torch.from_numpy(leaf_of_item))
+        return cls(levels, trie.item_indptr, trie.item_rows, [torch.from_numpy(p) for p in parent_of],
+                   torch.from_numpy(leaf_of_item))
 
     def items_of_leaf(self, leaf: int) -> list[int]:
         return self.item_rows[self.leaf_items_indptr[leaf]:self.leaf_items_indptr[leaf + 1]].tolist()

@@ -20,7 +20,7 @@ from grserve.beam.candidates import CandidateTables
 @dataclass
 class NodeFilter:
     allow: bool  # True: `nodes` are the only nodes open; False: `nodes` are closed
-    nodes: list[torch.Tensor]  # per selection level: level-1 nodes, level-2 nodes, leaves (sorted)
+    nodes: list[torch.Tensor]  # per selection level: level-1 nodes, level-2 nodes, ..., leaves (sorted)
     removed: set[int]  # items excluded explicitly (also removed when expanding leaves to items)
     allowed: set[int] | None
 
@@ -36,10 +36,11 @@ def build_filter(tables: CandidateTables, exclude: set[int], allow: set[int] | N
     items = torch.tensor(sorted(exclude if allow is None else allow - exclude), dtype=torch.long)
     if availability is not None:  # disabled items are closed already: only the enabled ones count here
         items = items[~availability.disabled[items]]
-    if allow is not None:
-        leaves = torch.unique(leaf_of_item[items])
-        pairs = torch.unique(parent_of[2][leaves])
-        return NodeFilter(True, [torch.unique(parent_of[1][pairs]), pairs, leaves], set(exclude), set(allow))
+    if allow is not None:  # the allowed items' leaves, and their ancestors up to level 1
+        opened = [torch.unique(leaf_of_item[items])]
+        for level in range(len(parent_of) - 1, 0, -1):
+            opened.append(torch.unique(parent_of[level][opened[-1]]))
+        return NodeFilter(True, opened[::-1], set(exclude), set(allow))
     closed, children = [], items
     for step, (parent, degree) in enumerate(closure_chain(tables)):
         # A parent closes when its children closed here, plus those the catalog's disabled items closed, are all.

@@ -25,8 +25,8 @@ from grserve.items.synthetic import write_tokenizer
 from grserve.items.trie import SIDTrie
 from grserve.items.vocab import PAD, GRVocab
 
-SID = tuple[int, int, int]
-Ranking = list[tuple[SID, float]]  # one prompt's top triples with their summed log-probs, best first
+SID = tuple[int, ...]
+Ranking = list[tuple[SID, float]]  # one prompt's top SIDs with their summed log-probs, best first
 
 WORKER = Path(__file__).with_name("vllm_worker.py")
 # The widest beam the benchmark sweeps (docs/design.md, "The GR workload": W = 128…512): vLLM asks 2W
@@ -72,7 +72,7 @@ class HFBeamSearch:
         if self.threads:
             torch.set_num_threads(self.threads)
         table = ItemTable.load(self.model_dir)
-        self.vocab = GRVocab(table.codebook_size)
+        self.vocab = GRVocab.of(table)
         self.trie = SIDTrie.from_table(table)
         self._allowed: dict[tuple[int, ...], list[int]] = {}
         # sdpa, transformers' default: what a codebase that does not choose gets (and on ml-100k at W=128 it was
@@ -132,7 +132,7 @@ class VLLMBeamSearch:
     def start(self) -> None:
         if not Path(self.python).exists():
             raise FileNotFoundError(f"{self.python} not found: `make bench-env` installs vLLM's venv")
-        self.vocab = GRVocab(ItemTable.load(self.model_dir).codebook_size)
+        self.vocab = GRVocab.of(ItemTable.load(self.model_dir))
         if not (self.model_dir / "tokenizer.json").exists():
             # vLLM's beam search detokenizes, so it refuses to run without a tokenizer.
             write_tokenizer(self.model_dir, self.vocab)

@@ -1,5 +1,5 @@
 """The systems a benchmark compares, behind one request path: `await system.answer(prompt)` returns the
-top-N SID triples, best first.
+top-N SIDs, best first.
 
 grserve runs its own GREngine (its own queue and batching, as the server does). The library baselines
 (HF transformers, vLLM) have no server of their own here, so each gets a queue and one worker thread that
@@ -16,7 +16,7 @@ from grserve.engine.config import EngineConfig
 from grserve.engine.gr_engine import GREngine
 from grserve.engine.request import GRRequest
 
-Triples = list[tuple[int, int, int]]
+SIDs = list[tuple[int, ...]]
 
 ABLATIONS = {
     "grserve": {},
@@ -27,8 +27,8 @@ ABLATIONS = {
 }
 
 
-def distinct_triples(items: list[tuple[int, float, tuple[int, int, int]]]) -> Triples:
-    seen: dict[tuple[int, int, int], None] = {}
+def distinct_sids(items: list[tuple[int, float, tuple[int, ...]]]) -> SIDs:
+    seen: dict[tuple[int, ...], None] = {}
     for _, _, sid in items:
         seen.setdefault(tuple(sid), None)
     return list(seen)
@@ -50,9 +50,9 @@ class GrserveSystem:
                                                          max_queue_requests=100_000, max_queue_rows=10 ** 8,
                                                          target_step_ms=self.target_step_ms, **self.switches))
 
-    async def answer(self, prompt: list[int]) -> Triples:
+    async def answer(self, prompt: list[int]) -> SIDs:
         result = await self.engine.submit_async(GRRequest(prompt, self.beam_width, self.top_n))
-        return distinct_triples(result.items)
+        return distinct_sids(result.items)
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -89,13 +89,13 @@ class QueuedBaseline:
                 batch.append(nxt)
             try:
                 results = self.baseline.rank([p for p, _, _ in batch], self.beam_width, self.top_n)
-                for (_, loop, fut), triples in zip(batch, results):
-                    loop.call_soon_threadsafe(fut.set_result, [tuple(t) for t, _ in triples])
+                for (_, loop, fut), ranking in zip(batch, results):
+                    loop.call_soon_threadsafe(fut.set_result, [tuple(t) for t, _ in ranking])
             except Exception as e:
                 for _, loop, fut in batch:
                     loop.call_soon_threadsafe(fut.set_exception, e)
 
-    async def answer(self, prompt: list[int]) -> Triples:
+    async def answer(self, prompt: list[int]) -> SIDs:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.queue.put((prompt, loop, fut))
@@ -128,7 +128,7 @@ class HttpSystem:
     def bind(self, prompts: list[list[int]]) -> None:
         self.by_prompt = {tuple(p): h for p, h in zip(prompts, self.histories)}
 
-    async def answer(self, prompt: list[int]) -> Triples:
+    async def answer(self, prompt: list[int]) -> SIDs:
         body = recommend_body(self.by_prompt[tuple(prompt)], self.beam_width, self.top_n)
         import httpx
         loop = asyncio.get_running_loop()
@@ -137,7 +137,7 @@ class HttpSystem:
         r = await self.clients[loop].post(self.url + "/v1/recommend", json=body)
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {r.text[:200]}")
-        return distinct_triples([(0, 0.0, tuple(i["semantic_id"])) for i in r.json()["items"]])
+        return distinct_sids([(0, 0.0, tuple(i["semantic_id"])) for i in r.json()["items"]])
 
     def close(self) -> None:
         self.clients.clear()  # their loops are closed already; the sockets go with them

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from grserve.errors import InvalidRequest
-from grserve.items.item_table import LEVELS
 
 ITEM_FIELDS = {"item_id", "semantic_id", "text", "title"}
-# texts → SIDs int [N, LEVELS], by the model's codebooks; None when the model was trained without them.
+# texts → SIDs int [N, levels], by the model's codebooks; None when the model was trained without them.
 TextEncoder = Callable[[list[str]], np.ndarray]
 
 
@@ -120,32 +119,34 @@ def _no_repeats(ids: tuple[str, ...], param_of: Callable[[int], str]) -> None:
             raise InvalidRequest(param_of(i), f"item id {v!r} appears twice (also {param_of(first[v])})")
 
 
-def semantic_id(value: object, param: str, codebook_size: int) -> tuple[int, ...]:
-    if type(value) is list and len(value) == LEVELS and all(type(c) is int and 0 <= c < codebook_size for c in value):
+def semantic_id(value: object, param: str, codebook_size: int, levels: int) -> tuple[int, ...]:
+    """`value` as a SID of the catalog's `levels` codes, each in [0, codebook_size)."""
+    if type(value) is list and len(value) == levels and all(type(c) is int and 0 <= c < codebook_size for c in value):
         return tuple(value)  # the common case (a JSON array of ints), checked in one pass
-    ok = (isinstance(value, (list, tuple, np.ndarray)) and len(value) == LEVELS
+    ok = (isinstance(value, (list, tuple, np.ndarray)) and len(value) == levels
           and all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= c < codebook_size
                   for c in value))
     if not ok:
-        raise InvalidRequest(param, f"must be {LEVELS} integer codes in [0, {codebook_size}), got {value!r}")
+        raise InvalidRequest(param, f"must be {levels} integer codes in [0, {codebook_size}), got {value!r}")
     return tuple(int(c) for c in value)
 
 
-def parse_add(items: object, codebook_size: int, encode_texts: TextEncoder | None) -> AddItems:
-    """`items` of a request body: each `{"item_id", "semantic_id": [c0, c1, c2]}` or `{"item_id", "text"}`,
-    with an optional `title`. Texts are encoded together, once every other field has passed."""
+def parse_add(items: object, codebook_size: int, levels: int, encode_texts: TextEncoder | None) -> AddItems:
+    """`items` of a request body: each `{"item_id", "semantic_id": [c0, c1, ...]}` (the catalog's `levels` codes)
+    or `{"item_id", "text"}`, with an optional `title`. Texts are encoded together, once every other field has
+    passed."""
     if not isinstance(items, list) or not items:
         raise InvalidRequest("items", "must be a non-empty list of items")
     new, texts = [], {}
     for i, item in enumerate(items):
-        new.append(_item(i, item, codebook_size, texts))
+        new.append(_item(i, item, codebook_size, levels, texts))
     _no_repeats(tuple(n[0] for n in new), lambda i: f"items.{i}.item_id")
-    for i, sid in _encode(texts, codebook_size, encode_texts):
+    for i, sid in _encode(texts, codebook_size, levels, encode_texts):
         new[i][1] = sid
     return AddItems(tuple(NewItem(*fields) for fields in new))
 
 
-def _item(i: int, item: object, codebook_size: int, texts: dict[int, str]) -> list:
+def _item(i: int, item: object, codebook_size: int, levels: int, texts: dict[int, str]) -> list:
     """[item_id, SID or None (a text item, recorded in `texts`), title] of items[i]."""
     if type(item) is not dict:
         raise InvalidRequest(f"items.{i}", f"must be an object with item_id and semantic_id or text, got {item!r}")
@@ -164,13 +165,13 @@ def _item(i: int, item: object, codebook_size: int, texts: dict[int, str]) -> li
             raise InvalidRequest(f"items.{i}.text", "must be a non-empty string")
         texts[i] = text
     else:
-        sid = semantic_id(sid, f"items.{i}.semantic_id", codebook_size)
+        sid = semantic_id(sid, f"items.{i}.semantic_id", codebook_size, levels)
     if title is not None and not isinstance(title, str):
         raise InvalidRequest(f"items.{i}.title", f"must be a string, got {title!r}")
     return [raw, sid, title]
 
 
-def _encode(texts: dict[int, str], codebook_size: int, encode_texts: TextEncoder | None):
+def _encode(texts: dict[int, str], codebook_size: int, levels: int, encode_texts: TextEncoder | None):
     """(position, SID) of every text item."""
     if not texts:
         return []
@@ -182,7 +183,7 @@ def _encode(texts: dict[int, str], codebook_size: int, encode_texts: TextEncoder
         codes = encode_texts(list(texts.values()))
     except (ImportError, ValueError) as e:  # no encoder installed, or codebooks of another encoder
         raise InvalidRequest(first, f"the text cannot be encoded here: {e}") from None
-    return [(i, semantic_id(c, f"items.{i}.text", codebook_size)) for i, c in zip(texts, codes)]
+    return [(i, semantic_id(c, f"items.{i}.text", codebook_size, levels)) for i, c in zip(texts, codes)]
 
 
 def parse_availability(disable: object, enable: object) -> SetAvailability:

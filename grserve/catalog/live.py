@@ -59,9 +59,10 @@ class LiveCatalog:
         return self.current.version
 
     def add_items(self, items: list[dict]) -> CatalogSnapshot:
-        """Adds `{"item_id", "semantic_id": [c0, c1, c2]}` or `{"item_id", "text"}` items (each with an optional
-        `title`); an existing id gets the new SID in its place."""
-        return self.apply(changes.parse_add(items, self.base.table.codebook_size, self._text_encoder()))
+        """Adds `{"item_id", "semantic_id": [c0, c1, ...]}` (as many codes as the table's levels) or `{"item_id",
+        "text"}` items (each with an optional `title`); an existing id gets the new SID in its place."""
+        table = self.base.table
+        return self.apply(changes.parse_add(items, table.codebook_size, table.levels, self._text_encoder()))
 
     def remove_items(self, item_ids: list) -> CatalogSnapshot:
         return self.apply(changes.RemoveItems(changes.item_ids(item_ids, "item_ids")))
@@ -190,4 +191,4 @@ class LiveCatalog:
 
 def summary(s: CatalogSnapshot, recent: tuple[dict, ...]) -> dict:
     return {"version": s.version, "items": len(s.table), "disabled": len(s.disabled),
-            "semantic_id_triples": s.trie.num_triples, "changes": list(recent)}
+            "semantic_ids": s.trie.num_leaves, "changes": list(recent)}

@@ -29,7 +29,7 @@ class CatalogSnapshot:
               trie: SIDTrie | None = None) -> CatalogSnapshot:
         """Builds the trie (unless given) and the candidate tables: the expensive part, run off the step thread."""
         trie = trie or SIDTrie.from_table(table)
-        tables = CandidateTables.build(trie, GRVocab(table.codebook_size))
+        tables = CandidateTables.build(trie, GRVocab.of(table))
         return cls(version, table, trie, tables, disabled, Availability.build(tables, disabled))
 
     def with_disabled(self, version: int, disabled: frozenset[int]) -> CatalogSnapshot:

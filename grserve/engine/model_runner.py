@@ -2,9 +2,9 @@
 
 `prepare` is host work (padding prompts, masks, filters) and may run on another thread while the
 previous batch computes. `run` does the whole fixed step: prefill, then per level gather the logits at
-the trie children of each beam, select the next beams, and decode them against the KV cache. A batch runs on
-the candidate tables of its requests' catalog version (one per batch, as the scheduler cuts steps), with the
-version's disabled items closed to every request."""
+the trie children of each beam, select the next beams, and decode them against the KV cache (L - 1 decode
+rounds for SIDs of L levels). A batch runs on the candidate tables of its requests' catalog version (one per
+batch, as the scheduler cuts steps), with the version's disabled items closed to every request."""
 from __future__ import annotations
 
 import time
@@ -66,13 +66,13 @@ class GRModelRunner:
         self.device = torch.device(config.device)
         # Version 0, the bundle's own table: the catalog of requests that name none.
         self.catalog = CatalogSnapshot.build(0, bundle.table, trie=bundle.trie)
-        mc = bundle.model.config
+        mc, rounds = bundle.model.config, bundle.vocab.levels - 1  # every level after the first is a decode round
         if config.separated_kv:  # the unshared buffer is allocated here once and reused by every batch
             self.kv = SeparatedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, mc.head_dim,
-                                       config.max_batch_rows, dtype=next(bundle.model.parameters()).dtype,
+                                       config.max_batch_rows, rounds, dtype=next(bundle.model.parameters()).dtype,
                                        device=self.device)
         else:
-            self.kv = ExpandedKVCache(mc.num_hidden_layers, config.max_batch_rows)
+            self.kv = ExpandedKVCache(mc.num_hidden_layers, config.max_batch_rows, rounds)
 
     def prepare(self, requests: list[GRRequest]) -> PreparedBatch:
         # Host work in numpy: torch ops here would start a second OpenMP team beside the step thread's,
@@ -130,7 +130,7 @@ class GRModelRunner:
             table = batch.catalog.tables.levels[level]
             tokens = table.tokens[nodes[parent], slot[keep]]
             nodes, scores = table.base[nodes[parent]] + slot[keep], best[keep]
-            if level == 1:
+            if 0 < level < vocab.levels - 1:  # the next round reads the decode KV of each beam's parent
                 self.kv.reorder(parent.to(dev), grid.to(dev))
             spent["select"] += time.perf_counter() - clock
             if not len(grid):

@@ -47,7 +47,7 @@ class GRRequest:
 
 @dataclass
 class GRResult:
-    items: list[tuple[int, float, tuple[int, int, int]]]  # (item row, score, SID), best first
+    items: list[tuple[int, float, tuple[int, ...]]]  # (item row, score, SID), best first
     queue_ms: float
     compute_ms: float
     prefill_ms: float = 0.0

@@ -1,8 +1,10 @@
-"""The item space: internal item id ↔ the dataset's raw id ↔ semantic ID triple, and its files on disk.
+"""The item space: internal item id ↔ the dataset's raw id ↔ semantic ID, and its files on disk.
 
-Internal item id = row index. On disk a table is two files in one directory:
-`items.bin`, packed xLLM vocab records (`int64 item_id, int32 c0, c1, c2`, little-endian, 20 bytes each),
-and `items.json`, the metadata a binary record cannot hold (codebook size, raw ids, titles).
+Internal item id = row index. A SID has the same number of codes, its levels, for every item of a table (2 or
+more: a 1-level SID would be an item id with no prefix to share). On disk a table is two files in one directory:
+`items.bin`, packed xLLM vocab records (`int64 item_id`, then one `int32` per level: `c0, c1, c2` for 3 levels,
+little-endian, 8 + 4 × levels bytes each), and `items.json`, the metadata a binary record cannot hold (codebook
+size, levels, raw ids, titles).
 
 In memory a table keeps its raw ids and titles in pools it shares with the tables `with_items` makes from it:
 pools are only ever appended to, and each table reads its own through integer arrays into them. A live
@@ -19,11 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-LEVELS = 3
+MIN_LEVELS = 2
 FORMAT = "grserve-items-v1"
-RECORD_DTYPE = np.dtype([("item_id", "<i8"), ("c0", "<i4"), ("c1", "<i4"), ("c2", "<i4")])
 BIN_NAME = "items.bin"
 JSON_NAME = "items.json"
+
+
+def record_dtype(levels: int) -> np.dtype:
+    """xLLM's vocab record for SIDs of `levels` codes: int64 item_id, then int32 c0 … c{levels-1}."""
+    return np.dtype([("item_id", "<i8")] + [(f"c{level}", "<i4") for level in range(levels)])
+
+
+def check_levels(levels: object, what: str) -> int:
+    """`levels` when it is a depth a SID may have; ValueError naming `what` otherwise."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < MIN_LEVELS:
+        raise ValueError(f"{what}: levels must be an integer >= {MIN_LEVELS} (a 1-level SID is just an item id), "
+                         f"got {levels!r}")
+    return levels
 
 
 class _Pool:
@@ -94,8 +108,9 @@ class ItemTable:
         if not isinstance(codebook_size, int) or codebook_size < 1:
             raise ValueError(f"codebook_size must be a positive int, got {codebook_size!r}")
         codes = np.asarray(codes)
-        if codes.ndim != 2 or codes.shape[1] != LEVELS:
-            raise ValueError(f"codes must have shape [N, {LEVELS}], got {codes.shape}")
+        if codes.ndim != 2:
+            raise ValueError(f"codes must have shape [N, levels], got {codes.shape}")
+        check_levels(codes.shape[1], f"codes of shape {codes.shape}")
         if not np.issubdtype(codes.dtype, np.integer):
             raise ValueError(f"codes must be integers, got dtype {codes.dtype}")
         _check_range(codes, codebook_size)
@@ -134,6 +149,11 @@ class ItemTable:
         return len(self.codes)
 
     @property
+    def levels(self) -> int:
+        """Codes per SID."""
+        return self.codes.shape[1]
+
+    @property
     def raw_ids(self) -> PoolView:
         """The dataset's own item ids, row i ↔ internal item i."""
         return PoolView(self._ids, self._keys)
@@ -169,7 +189,7 @@ class ItemTable:
         """A new table: this one with the items `raw_ids` given `codes` and `titles`; known ids keep their rows,
         new ones follow in order."""
         codes = np.asarray(codes)
-        if codes.shape != (len(raw_ids), LEVELS) or len(titles) != len(raw_ids):
+        if codes.shape != (len(raw_ids), self.levels) or len(titles) != len(raw_ids):
             raise ValueError(f"{len(raw_ids)} raw_ids, codes of shape {codes.shape} and {len(titles)} titles")
         _check_range(codes, self.codebook_size)
         if len(set(raw_ids)) != len(raw_ids) or not all(isinstance(r, str) for r in raw_ids):
@@ -218,16 +238,16 @@ class ItemTable:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        records = np.empty(len(self), dtype=RECORD_DTYPE)
+        records = np.empty(len(self), dtype=record_dtype(self.levels))
         records["item_id"] = np.arange(len(self))
-        for level in range(LEVELS):
+        for level in range(self.levels):
             records[f"c{level}"] = self.codes[:, level]
         records.tofile(directory / BIN_NAME)
         titles = self.titles
         meta = {
             "format": FORMAT,
             "codebook_size": self.codebook_size,
-            "levels": LEVELS,
+            "levels": self.levels,
             "raw_ids": list(self.raw_ids),
             "titles": list(titles) if titles is not None else None,
         }
@@ -239,14 +259,15 @@ class ItemTable:
         meta = json.loads((directory / JSON_NAME).read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{directory / JSON_NAME}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        if meta.get("levels") != LEVELS:
-            raise ValueError(f"{directory / JSON_NAME}: levels {meta.get('levels')!r}, expected {LEVELS}")
+        levels = check_levels(meta.get("levels"), str(directory / JSON_NAME))
+        dtype = record_dtype(levels)
         bin_path = directory / BIN_NAME
         size = bin_path.stat().st_size
         # np.fromfile silently drops a partial trailing record, so a truncated file must be caught here.
-        if size % RECORD_DTYPE.itemsize:
-            raise ValueError(f"{bin_path}: {size} bytes is not a multiple of {RECORD_DTYPE.itemsize}")
-        records = np.fromfile(bin_path, dtype=RECORD_DTYPE)
+        if size % dtype.itemsize:
+            raise ValueError(f"{bin_path}: {size} bytes is not a multiple of {dtype.itemsize} (a record of "
+                             f"{levels} levels, as {JSON_NAME} says)")
+        records = np.fromfile(bin_path, dtype=dtype)
         raw_ids = meta["raw_ids"]
         if len(records) != len(raw_ids):
             raise ValueError(f"{bin_path}: {len(records)} records but {len(raw_ids)} raw_ids in {JSON_NAME}")
@@ -254,7 +275,7 @@ class ItemTable:
         records = records[np.argsort(records["item_id"], kind="stable")]
         if not np.array_equal(records["item_id"], np.arange(len(records))):
             raise ValueError(f"{bin_path}: item ids are not exactly 0..{len(records) - 1}")
-        codes = np.stack([records[f"c{level}"] for level in range(LEVELS)], axis=1)
+        codes = np.stack([records[f"c{level}"] for level in range(levels)], axis=1)
         return cls(meta["codebook_size"], codes, raw_ids, meta.get("titles"))
 
 

@@ -15,36 +15,44 @@ import torch
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
 
 from grserve.bundle import GRBundle, GRSettings
-from grserve.items.item_table import LEVELS, ItemTable
+from grserve.items.item_table import ItemTable, check_levels
 from grserve.items.trie import SIDTrie
 from grserve.items.vocab import BOS, EOS, PAD, SPECIAL_TOKENS, GRVocab
 from grserve.model.config import ModelConfig
 from grserve.model.transformer import Transformer
 
-# Zipf exponent of each level's code popularity. RQ-KMeans' first level splits the catalog into clusters of
-# uneven size; later levels quantize residuals, which k-means spreads more evenly, so the skew falls with depth.
-# With these, 1M items at K=256 give ~6% duplicate triples, against ~3% for uniform codes.
+# Zipf exponent of each level's code popularity (levels past the last take the last). RQ-KMeans' first level
+# splits the catalog into clusters of uneven size; later levels quantize residuals, which k-means spreads more
+# evenly, so the skew falls with depth. With these, 1M items at K=256 give ~6% duplicate triples, against ~3%
+# for uniform codes.
 ZIPF_EXPONENTS = (0.5, 0.35, 0.2)
 INIT_STD = 0.02  # HF's initializer_range
 
 
-def synthetic_codes(num_items: int, codebook_size: int = 256, seed: int = 0) -> np.ndarray:
-    """int32 `[num_items, 3]` SID triples: each code is drawn given the codes before it, so prefixes are
-    shared and some triples hold several items, as with RQ-KMeans."""
+def synthetic_codes(num_items: int, codebook_size: int = 256, seed: int = 0, levels: int = 3) -> np.ndarray:
+    """int32 `[num_items, levels]` SIDs: each code is drawn given the codes before it, so prefixes are
+    shared and some SIDs hold several items, as with RQ-KMeans."""
     if num_items < 1 or codebook_size < 1:
         raise ValueError(f"num_items and codebook_size must be positive, got {num_items}, {codebook_size}")
-    k = codebook_size
+    k, levels = codebook_size, check_levels(levels, "synthetic codes")
     rng = np.random.default_rng(seed)
     # Every prefix ranks the codes by its own permutation rank -> (a*rank + b) mod K, a coprime to K: one pair
     # of ints per prefix instead of a [K**level, K] table, which at level 2 would be K**3 entries.
     units = np.array([a for a in range(1, max(k, 2)) if math.gcd(a, k) == 1])
-    codes = np.empty((num_items, LEVELS), dtype=np.int32)
-    prefix = np.zeros(num_items, dtype=np.int64)  # c0*K + c1 ..., the index of each item's prefix so far
-    for level, exponent in enumerate(ZIPF_EXPONENTS):
+    codes = np.empty((num_items, levels), dtype=np.int32)
+    prefix = np.zeros(num_items, dtype=np.int64)  # the index of each item's prefix so far
+    for level in range(levels):
+        exponent = ZIPF_EXPONENTS[min(level, len(ZIPF_EXPONENTS) - 1)]
         cdf = np.cumsum(np.arange(1, k + 1, dtype=np.float64) ** -exponent)
         # Inverse-CDF sampling; cdf[-1] / cdf[-1] is exactly 1 and draws are < 1, so every rank is < K.
         rank = np.searchsorted(cdf / cdf[-1], rng.random(num_items), side="right")
-        scale, shift = rng.choice(units, k**level), rng.integers(0, k, k**level)
+        # A pair per prefix value up to level 2; deeper, K**level values would not fit (16M pairs at level 3 for
+        # K=256), so the pairs go to the items' distinct prefixes, numbered.
+        prefixes = k**level
+        if level > 2:
+            _, prefix = np.unique(prefix, return_inverse=True)
+            prefixes = int(prefix.max()) + 1
+        scale, shift = rng.choice(units, prefixes), rng.integers(0, k, prefixes)
         code = (scale[prefix] * rank + shift[prefix]) % k
         codes[:, level] = code
         prefix = prefix * k + code
@@ -54,16 +62,16 @@ def synthetic_codes(num_items: int, codebook_size: int = 256, seed: int = 0) -> 
 def synthetic_bundle(num_items: int, num_layers: int = 4, hidden_size: int = 128, num_heads: int = 4,
                      num_kv_heads: int = 2, intermediate_size: int | None = None, codebook_size: int = 256,
                      max_history_items: int = 50, architecture: str = "LlamaForCausalLM",
-                     seed: int = 0) -> GRBundle:
+                     seed: int = 0, levels: int = 3) -> GRBundle:
     """A random-weight GR model over `synthetic_codes`; raw item ids are "1".."N".
 
     intermediate_size defaults to 3 * hidden_size, the ratio of Qwen3-0.6B (Llama's is about 2.7).
     """
-    vocab = GRVocab(codebook_size)
-    table = ItemTable(codebook_size, synthetic_codes(num_items, codebook_size, seed),
+    table = ItemTable(codebook_size, synthetic_codes(num_items, codebook_size, seed, levels),
                       [str(n) for n in range(1, num_items + 1)])
-    # Room for the longest prompt (<bos> + 3 tokens per history item) and the 3 generated tokens.
-    positions = 1 + LEVELS * (max_history_items + 1)
+    vocab = GRVocab.of(table)
+    # Room for the longest prompt (<bos> + a SID's tokens per history item) and the SID generated.
+    positions = 1 + levels * (max_history_items + 1)
     config = ModelConfig(architecture=architecture, vocab_size=vocab.size, hidden_size=hidden_size,
                          intermediate_size=intermediate_size or 3 * hidden_size, num_hidden_layers=num_layers,
                          num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,

@@ -1,12 +1,15 @@
 """The GR token vocabulary: a few special tokens, then one range of `codebook_size` codes per level.
 
 Token of code `c` at level `l` is `num_special + l * codebook_size + c`, so a model's output row for a
-level is a contiguous slice and a prompt is the flattened SID triples of the history after `<bos>`."""
+level is a contiguous slice and a prompt is the flattened SIDs of the history after `<bos>`. `levels` is the
+item table's (ItemTable.levels): the vocabulary has one range per code of a SID."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from grserve.items.item_table import ItemTable
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
 PAD, BOS, EOS = range(len(SPECIAL_TOKENS))
@@ -15,7 +18,12 @@ PAD, BOS, EOS = range(len(SPECIAL_TOKENS))
 @dataclass(frozen=True)
 class GRVocab:
     codebook_size: int
-    levels: int = 3
+    levels: int
+
+    @classmethod
+    def of(cls, table: ItemTable) -> GRVocab:
+        """The vocabulary of a model over `table`'s SIDs."""
+        return cls(table.codebook_size, table.levels)
 
     @property
     def num_special(self) -> int:

@@ -16,7 +16,7 @@ from grserve.model.transformer import KVCache
 class ExpandedKVCache:
     """An `AttentionBackend` (pass as `past`) for the decode rounds of a batch; `begin` starts each batch."""
 
-    def __init__(self, num_layers: int, max_rows: int, max_steps: int = 2):
+    def __init__(self, num_layers: int, max_rows: int, max_steps: int):
         self.num_layers, self.max_rows, self.max_steps = num_layers, max_rows, max_steps
         self.kv: KVCache = []
         self.valid = torch.zeros(0, 0, dtype=torch.bool)

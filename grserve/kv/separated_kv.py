@@ -1,8 +1,9 @@
 """Separated KV cache (xGR): the GR decode rounds' attention backend, with the prompt KV stored once per request.
 
 Shared KV: the prefill's cache, per layer [R, n_kv, P, d] for R left-padded prompts, kept as given and read by
-every beam of its request. Unshared KV: each beam row's decode tokens (at most `max_steps`), in a buffer
-preallocated once and reused across batches. A beam fork/retire gathers only the unshared KV by parent row.
+every beam of its request. Unshared KV: each beam row's decode tokens (at most `max_steps`: L - 1 for SIDs of L
+levels), in a buffer preallocated once and reused across batches. A beam fork/retire gathers only the unshared KV
+by parent row.
 Per layer a request of prompt P and beam W holds P + steps*W tokens of KV, not W*P as the expanded cache does.
 
 Rows are packed: each row is a live beam, at a slot of the R x width grid of (request, beam) given by `rows`
@@ -21,7 +22,7 @@ from grserve.ops.staged_attention import staged_attention
 class SeparatedKVCache:
     """An `AttentionBackend` (pass as `past`) for the decode rounds of a batch; `begin` starts each batch."""
 
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_rows: int, max_steps: int = 2,
+    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, max_rows: int, max_steps: int,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
         self.num_layers, self.num_kv_heads, self.head_dim = num_layers, num_kv_heads, head_dim
         self.max_rows, self.max_steps = max_rows, max_steps
@@ -36,7 +37,7 @@ class SeparatedKVCache:
         self.grid: torch.Tensor | None = None  # grid slots of the packed rows (None: every slot a row)
 
     @staticmethod
-    def request_kv_tokens(prompt_len: int, beam_width: int, steps: int = 2) -> int:
+    def request_kv_tokens(prompt_len: int, beam_width: int, steps: int) -> int:
         """Tokens of KV per layer that one request holds here: its prompt once, plus each beam's decode tokens."""
         return prompt_len + steps * beam_width
 

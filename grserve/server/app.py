@@ -228,8 +228,9 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
             data.append({
                 "id": state.model_name, "object": "model", "owned_by": "grserve", "kind": "generative-recommendation",
                 "catalog_version": catalog.version, "catalog_size": len(catalog.table),
-                "catalog_live_items": catalog.live_items, "semantic_id_triples": catalog.trie.num_triples,
-                "codebook_size": b.table.codebook_size, "max_history_items": b.settings.max_history_items,
+                "catalog_live_items": catalog.live_items, "semantic_ids": catalog.trie.num_leaves,
+                "codebook_size": b.table.codebook_size, "levels": b.table.levels,
+                "max_history_items": b.settings.max_history_items,
                 "max_beam_width": config.engine.max_beam_width, "max_timeout_ms": config.max_timeout_ms,
                 "default_timeout_ms": config.default_timeout_ms, "max_batch_items": config.max_batch_items})
         if config.llm_model:

@@ -13,7 +13,8 @@ class CatalogItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     item_id: ItemId
-    semantic_id: list[int] | None = Field(None, description="[c0, c1, c2], each in [0, codebook_size); or text")
+    semantic_id: list[int] | None = Field(None, description="[c0, c1, ...], one code per level of the catalog's "
+                                                            "SIDs, each in [0, codebook_size); or text")
     text: str | None = Field(None, description="the item's text: its SID comes from the model's codebooks")
     title: str | None = Field(None, description="unset on an update: the item keeps its title")
 
@@ -56,5 +57,5 @@ class CatalogResponse(BaseModel):
     version: int
     items: int = Field(description="items in the catalog, disabled ones included")
     disabled: int
-    semantic_id_triples: int
+    semantic_ids: int = Field(description="distinct semantic IDs of the catalog's items (several may share one)")
     changes: list[CatalogChangeOut] = Field(description="the last changes, oldest first")

@@ -1,6 +1,6 @@
 """OpenAI-compatible routes: /v1/completions and /v1/chat/completions over the LLMEngine, streaming
 (server-sent events, with `stream_options.include_usage`) or not; and GR models driven through
-/v1/completions with token-id prompts and `beam_width` (the best SID triples, as xLLM's rec backend)."""
+/v1/completions with token-id prompts and `beam_width` (the best SIDs, as xLLM's rec backend)."""
 from __future__ import annotations
 
 import asyncio
@@ -197,27 +197,29 @@ def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
 
 
 async def _gr_completion(state, req: CompletionRequest) -> dict:
-    """A GR model through the completions API: token-id prompt, beam_width, max_tokens 3 → the n best
-    SID triples, each a choice with its tokens and score."""
+    """A GR model through the completions API: token-id prompt, beam_width, max_tokens = its SID's levels → the
+    n best SIDs, each a choice with its tokens and score."""
     rec = state.ready()
     if not (isinstance(req.prompt, list) and all(isinstance(t, int) for t in req.prompt)):
         raise ApiError(400, "prompt: a GR model takes a list of token ids", "prompt")
-    if (req.max_tokens or 3) != 3:
-        raise ApiError(400, "max_tokens: a GR model generates exactly 3 tokens (one semantic ID)", "max_tokens")
+    levels = rec.bundle.vocab.levels
+    if (req.max_tokens or levels) != levels:
+        raise ApiError(400, f"max_tokens: a GR model generates exactly {levels} tokens (one semantic ID)",
+                       "max_tokens")
     request = GRRequest(list(req.prompt), req.beam_width, min(req.n, req.beam_width), catalog=rec.catalog.current)
     try:
         rec.engine.validate(request)
         result = await rec.engine.submit_async(request)
     except InvalidRequest as e:
         raise ApiError(400, str(e), e.param)
-    vocab, triples = rec.bundle.vocab, {}
+    vocab, sids = rec.bundle.vocab, {}
     for _, score, sid in result.items:
-        triples.setdefault(tuple(sid), score)
+        sids.setdefault(tuple(sid), score)
     choices = [{"index": i, "text": " ".join(vocab.names()[vocab.offset(l) + c] for l, c in enumerate(sid)),
                 "token_ids": [vocab.offset(l) + c for l, c in enumerate(sid)], "semantic_id": list(sid),
                 "score": score, "finish_reason": "length", "logprobs": None}
-               for i, (sid, score) in enumerate(triples.items())]
+               for i, (sid, score) in enumerate(sids.items())]
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": state.model_name, "choices": choices,
-            "usage": {"prompt_tokens": len(req.prompt), "completion_tokens": 3 * len(choices),
-                      "total_tokens": len(req.prompt) + 3 * len(choices)}}
+            "usage": {"prompt_tokens": len(req.prompt), "completion_tokens": levels * len(choices),
+                      "total_tokens": len(req.prompt) + levels * len(choices)}}

@@ -58,7 +58,7 @@ class CompletionRequest(_Sampling):
     prompt: Union[str, list[int], list[str], list[list[int]]]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
-    # GR models: `prompt` as token ids, `beam_width`, `max_tokens: 3` → the best SID triples (xLLM's rec API)
+    # GR models: `prompt` as token ids, `beam_width`, `max_tokens`: the SID's levels → the best SIDs (xLLM's rec API)
     beam_width: int | None = Field(None, ge=1)
 
 

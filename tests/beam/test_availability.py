@@ -16,9 +16,10 @@ def test_nothing_disabled_is_none(tiny_bundle):
     assert Availability.build(CandidateTables.build(tiny_bundle.trie, tiny_bundle.vocab), []) is None
 
 
+@pytest.mark.parametrize("levels", [2, 3, 4])
 @pytest.mark.parametrize("seed", range(8))
-def test_disabled_and_request_filters_close_exactly_the_emptied_nodes(seed):
-    b = make_bundle(num_items=150, codebook_size=4, seed=seed)
+def test_disabled_and_request_filters_close_exactly_the_emptied_nodes(seed, levels):
+    b = make_bundle(num_items=150, codebook_size=4, seed=seed, levels=levels)
     tables = CandidateTables.build(b.trie, b.vocab)
     rng = random.Random(seed)
     n = len(b.table)

@@ -1,29 +1,33 @@
-"""Candidate tables against the trie's own `children` (and a hand-built node numbering)."""
+"""Candidate tables against the trie's own `children` (and a hand-built node numbering), at any depth."""
+import pytest
+
 from grserve.beam.candidates import CandidateTables
+from grserve.items.vocab import GRVocab
+from tests.beam.test_filters import node_prefixes
+from tests.conftest import make_bundle
 
 
-def test_tables_list_the_trie_children(tiny_bundle):
-    b = tiny_bundle
+@pytest.mark.parametrize("levels", [2, 3, 4])
+def test_tables_list_the_trie_children(levels):
+    b = make_bundle(levels=levels)
     t = CandidateTables.build(b.trie, b.vocab)
-    root = t.levels[0]
-    firsts = b.trie.children(()).tolist()
-    assert root.tokens[0, :root.degree[0]].tolist() == [b.vocab.offset(0) + c for c in firsts]
-    pairs = [(c0, c1) for c0 in firsts for c1 in b.trie.children((c0,)).tolist()]
-    leaves = [(c0, c1, c2) for c0, c1 in pairs for c2 in b.trie.children((c0, c1)).tolist()]
-    for n, c0 in enumerate(firsts):  # level-1 node n is the n-th valid c0
-        kids = b.trie.children((c0,)).tolist()
-        row = t.levels[1]
-        assert row.tokens[n, :row.degree[n]].tolist() == [b.vocab.offset(1) + c for c in kids]
-        for j, c1 in enumerate(kids):
-            assert pairs[int(row.base[n]) + j] == (c0, c1)
-    for m, (c0, c1) in enumerate(pairs):  # level-2 node m is the m-th valid pair
-        kids = b.trie.children((c0, c1)).tolist()
-        row = t.levels[2]
-        assert row.tokens[m, :row.degree[m]].tolist() == [b.vocab.offset(2) + c for c in kids]
-        for j, c2 in enumerate(kids):
-            leaf = int(row.base[m]) + j
-            assert leaves[leaf] == (c0, c1, c2)
-            assert t.items_of_leaf(leaf) == b.trie.items_of(c0, c1, c2)
-    for level in range(3):  # padding keeps rows sorted
-        tok = t.levels[level].tokens
+    assert len(t.levels) == levels
+    nodes = [[()], *node_prefixes(b, t)]  # level-l node n is the n-th valid prefix of l codes, in code order
+    for level in range(levels):
+        row = t.levels[level]
+        for n, prefix in enumerate(nodes[level]):
+            kids = b.trie.children(prefix).tolist()
+            assert row.tokens[n, :row.degree[n]].tolist() == [b.vocab.offset(level) + c for c in kids]
+            for j, c in enumerate(kids):
+                assert nodes[level + 1][int(row.base[n]) + j] == prefix + (c,)
+                assert int(t.parent_of[level][int(row.base[n]) + j]) == n
+        tok = row.tokens  # padding keeps rows sorted
         assert bool((tok[:, 1:] >= tok[:, :-1]).all())
+    for leaf, sid in enumerate(nodes[levels]):
+        assert t.items_of_leaf(leaf) == b.trie.items_of(*sid)
+        assert all(int(t.leaf_of_item[i]) == leaf for i in t.items_of_leaf(leaf))
+
+
+def test_a_vocabulary_of_another_depth_is_refused(tiny_bundle):
+    with pytest.raises(ValueError, match="4 levels for a trie of 3"):
+        CandidateTables.build(tiny_bundle.trie, GRVocab(tiny_bundle.vocab.codebook_size, 4))

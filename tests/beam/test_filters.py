@@ -10,20 +10,22 @@ from tests.conftest import make_bundle
 
 def open_nodes_oracle(bundle, kept):
     codes = bundle.table.codes.tolist()
-    return [{tuple(codes[i][:n]) for i in kept} for n in (1, 2, 3)]
+    return [{tuple(codes[i][:n]) for i in kept} for n in range(1, bundle.table.levels + 1)]
 
 
 def node_prefixes(bundle, tables):
-    """Prefix of every node per selection level, from the trie's own enumeration."""
-    firsts = bundle.trie.children(()).tolist()
-    pairs = [(a, b) for a in firsts for b in bundle.trie.children((a,)).tolist()]
-    leaves = [(a, b, c) for a, b in pairs for c in bundle.trie.children((a, b)).tolist()]
-    return [[(a,) for a in firsts], pairs, leaves]
+    """Prefix of every node per selection level (level-1 nodes, ..., leaves), from the trie's own enumeration."""
+    out, prefixes = [], [()]
+    for _ in range(bundle.table.levels):
+        prefixes = [p + (c,) for p in prefixes for c in bundle.trie.children(p).tolist()]
+        out.append(prefixes)
+    return out
 
 
+@pytest.mark.parametrize("levels", [2, 3, 4])
 @pytest.mark.parametrize("seed", range(6))
-def test_open_nodes_match_brute_force(seed):
-    b = make_bundle(num_items=120, codebook_size=4, seed=seed)
+def test_open_nodes_match_brute_force(seed, levels):
+    b = make_bundle(num_items=120, codebook_size=4, seed=seed, levels=levels)
     tables = CandidateTables.build(b.trie, b.vocab)
     rng = random.Random(seed)
     n = len(b.table)

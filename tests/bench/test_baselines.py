@@ -27,7 +27,7 @@ def reference_triples(bundle, prompt: list[int], beam_width: int) -> list[tuple[
 
 def test_constrained_hf_matches_reference_when_exhaustive(hf, tiny_bundle):
     bundle = tiny_bundle
-    beam_width = bundle.trie.num_triples  # every valid triple survives: both searches are exact
+    beam_width = bundle.trie.num_leaves  # every valid triple survives: both searches are exact
     prompts = [bundle.vocab.prompt(bundle.table.codes[rows]) for rows in ([3, 7, 11], [20, 5, 42, 8, 13])]
     rankings = hf.rank(prompts, beam_width, TOP_N)
     assert len(rankings) == len(prompts)
@@ -39,7 +39,7 @@ def test_constrained_hf_matches_reference_when_exhaustive(hf, tiny_bundle):
 
 
 def test_sid_of_marks_tokens_of_the_wrong_level():
-    vocab = GRVocab(codebook_size=4)  # levels start at tokens 3, 7, 11
+    vocab = GRVocab(codebook_size=4, levels=3)  # levels start at tokens 3, 7, 11
     assert sid_of([3, 8, 14], vocab) == (0, 1, 3)
     assert sid_of([8, 8, 2], vocab) == (-1, 1, -1)
     assert sid_of([15, 3], vocab) == (-1, -1, -1)

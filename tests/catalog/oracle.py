@@ -16,13 +16,14 @@ class CatalogModel:
     update keeps its place), and the disabled ids."""
 
     def __init__(self, table: ItemTable):
-        self.codebook_size = table.codebook_size
+        self.codebook_size, self.levels = table.codebook_size, table.levels
         self.sids = {raw: tuple(int(c) for c in table.codes[row]) for row, raw in enumerate(table.raw_ids)}
         self.disabled: set[str] = set()
 
     def copy(self) -> CatalogModel:
         other = object.__new__(CatalogModel)
-        other.codebook_size, other.sids, other.disabled = self.codebook_size, dict(self.sids), set(self.disabled)
+        other.codebook_size, other.levels = self.codebook_size, self.levels
+        other.sids, other.disabled = dict(self.sids), set(self.disabled)
         return other
 
     def add(self, item_id: str, sid) -> CatalogModel:
@@ -45,8 +46,8 @@ class CatalogModel:
 
     def live_table(self) -> ItemTable:
         live = [i for i in self.sids if i not in self.disabled]
-        return ItemTable(self.codebook_size, np.array([self.sids[i] for i in live], dtype=np.int32).reshape(-1, 3),
-                         live)
+        codes = np.array([self.sids[i] for i in live], dtype=np.int32).reshape(-1, self.levels)
+        return ItemTable(self.codebook_size, codes, live)
 
 
 def reference_answer(bundle, model: CatalogModel, history: list[str], top_n: int, beam_width: int):
@@ -54,7 +55,7 @@ def reference_answer(bundle, model: CatalogModel, history: list[str], top_n: int
     SIDs of the history's items still in the catalog (disabled ones too), and the history is excluded."""
     table = model.live_table()
     known = [h for h in history if h in model.sids]
-    prompt = bundle.vocab.prompt(np.array([model.sids[h] for h in known], dtype=np.int64).reshape(-1, 3))
+    prompt = bundle.vocab.prompt(np.array([model.sids[h] for h in known], dtype=np.int64).reshape(-1, model.levels))
     exclude = {table.row_of(h) for h in known if table.row_of(h) is not None}
     ranked = reference_beam_search(bundle.model, prompt, beam_width, top_n, SIDTrie.from_table(table), bundle.vocab,
                                    exclude)

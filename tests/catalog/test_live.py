@@ -1,7 +1,7 @@
 """The live catalog under the engine, against the oracle (tests/catalog/oracle.py): after every kind of change
 the answers equal the reference beam search over the changed catalog; disabled and removed items never appear;
 a rollback restores the exact earlier answers; a request built before a change is answered on its own version;
-availability changes share the trie; a restart replays the log to the latest version."""
+availability changes share the trie; a restart replays the log to the latest version. On SIDs of 3 and 4 levels."""
 from __future__ import annotations
 
 import itertools
@@ -37,9 +37,9 @@ def ids(answer_sets) -> set[str]:
     return {i for answer in answer_sets for i, _ in answer}
 
 
-@pytest.fixture(scope="module")
-def bundle():
-    return make_bundle(num_items=200, codebook_size=6, seed=5)
+@pytest.fixture(scope="module", params=[3, 4], ids=["3-levels", "4-levels"])
+def bundle(request):
+    return make_bundle(num_items=200, codebook_size=6, seed=5, levels=request.param)
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,14 @@ def test_every_kind_of_change_answers_as_the_reference(bundle, saved_bundle, in_
     model = CatalogModel(bundle.table)
     try:
         base = answers(rec, model, 0)
-        top = base[1][0][0]  # the best answer to ["i40"]: a new item on its triple is recommended beside it
-        fresh = next(t for t in itertools.product(range(6), repeat=3) if t not in set(model.sids.values()))
+        top = base[1][0][0]  # the best answer to ["i40"]: a new item on its SID is recommended beside it
+        fresh = next(t for t in itertools.product(range(6), repeat=bundle.table.levels)
+                     if t not in set(model.sids.values()))
         rec.catalog.add_items([{"item_id": "new-1", "semantic_id": list(model.sids[top])},
                                {"item_id": "new-2", "semantic_id": list(fresh), "title": "fresh"}])
         model.add("new-1", model.sids[top]).add("new-2", fresh)
         assert "new-1" in ids([answers(rec, model, 1)[1]])
-        only = rec.recommend([], 1, WIDTH, allow=["new-2"]).items  # a fresh triple is in the trie at once
+        only = rec.recommend([], 1, WIDTH, allow=["new-2"]).items  # a fresh SID is in the trie at once
         assert [(i.item_id, i.title, tuple(i.semantic_id)) for i in only] == [("new-2", "fresh", fresh)]
 
         rec.catalog.add_items([{"item_id": "i7", "semantic_id": list(fresh)}])  # an update keeps its place
@@ -110,7 +111,7 @@ def test_availability_shares_the_trie_and_rollback_to_base_reuses_it(bundle):
         base = rec.catalog.current
         off = rec.catalog.set_availability(disable=["i1", "i2"])
         assert off.trie is base.trie and off.tables is base.tables and off.table is base.table
-        added = rec.catalog.add_items([{"item_id": "x", "semantic_id": [0, 0, 0]}])
+        added = rec.catalog.add_items([{"item_id": "x", "semantic_id": [0] * bundle.table.levels}])
         assert added.trie is not base.trie and added.disabled == {1, 2}
         back = rec.catalog.rollback(0)
         assert back.trie is base.trie and back.disabled == frozenset() and back.version == 3

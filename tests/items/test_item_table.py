@@ -6,21 +6,24 @@ import numpy as np
 import pytest
 
 from grserve.items import ItemTable
-from grserve.items.item_table import RECORD_DTYPE
+from grserve.items.item_table import record_dtype
+
+RECORD_DTYPE = record_dtype(3)
 
 
-def make_table(n=50, k=16, titles=True, seed=0):
-    codes = np.random.default_rng(seed).integers(0, k, size=(n, 3)).astype(np.int32)
+def make_table(n=50, k=16, titles=True, seed=0, levels=3):
+    codes = np.random.default_rng(seed).integers(0, k, size=(n, levels)).astype(np.int32)
     raw_ids = [f"item-{i * 7}" for i in range(n)]
     return ItemTable(k, codes, raw_ids, [f"Título {i} ✓" for i in range(n)] if titles else None)
 
 
+@pytest.mark.parametrize("levels", [2, 3, 4])
 @pytest.mark.parametrize("titles", [True, False])
-def test_round_trip(tmp_path, titles):
-    table = make_table(titles=titles)
+def test_round_trip(tmp_path, titles, levels):
+    table = make_table(titles=titles, levels=levels)
     table.save(tmp_path)
     loaded = ItemTable.load(tmp_path)
-    assert loaded.codebook_size == table.codebook_size
+    assert loaded.codebook_size == table.codebook_size and loaded.levels == table.levels == levels
     assert loaded.codes.dtype == np.int32 and np.array_equal(loaded.codes, table.codes)
     assert loaded.raw_ids == table.raw_ids
     assert loaded.titles == table.titles
@@ -44,6 +47,19 @@ def test_items_bin_is_the_xllm_record(tmp_path):
     assert meta["format"] == "grserve-items-v1" and meta["levels"] == 3 and meta["codebook_size"] == 16
 
 
+def test_items_bin_of_four_levels_is_int64_and_four_int32(tmp_path):
+    """TIGER's fourth code: a record is 8 + 4 * 4 bytes, the codes in order after the id."""
+    table = make_table(n=3, levels=4)
+    table.save(tmp_path)
+    raw = (tmp_path / "items.bin").read_bytes()
+    assert len(raw) == 3 * 24
+    for row in range(3):
+        record = raw[24 * row:24 * (row + 1)]
+        assert int.from_bytes(record[:8], "little") == row
+        assert [int.from_bytes(record[8 + 4 * l:12 + 4 * l], "little") for l in range(4)] == table.codes[row].tolist()
+    assert json.loads((tmp_path / "items.json").read_text(encoding="utf-8"))["levels"] == 4
+
+
 def test_load_reorders_records_by_item_id(tmp_path):
     table = make_table(n=6)
     table.save(tmp_path)
@@ -61,7 +77,8 @@ def test_row_of():
     "args, match",
     [
         ((0, np.zeros((1, 3)), ["a"]), "codebook_size"),
-        ((4, np.zeros((2, 2), dtype=int), ["a", "b"]), "shape"),
+        ((4, np.zeros((2, 1), dtype=int), ["a", "b"]), "shape"),
+        ((4, np.zeros(2, dtype=int), ["a", "b"]), "shape"),
         ((4, np.zeros((1, 3)), ["a"]), "integers"),
         ((4, np.array([[0, 4, 1]]), ["a"]), r"\[0, 4\)"),
         ((4, np.array([[0, -1, 1]]), ["a"]), r"\[0, 4\)"),
@@ -110,7 +127,9 @@ def test_load_rejects_out_of_range_codes(tmp_path):
         ItemTable.load(tmp_path)
 
 
-@pytest.mark.parametrize("key, value, match", [("format", "other-v9", "format"), ("levels", 4, "levels")])
+@pytest.mark.parametrize("key, value, match", [("format", "other-v9", "format"), ("levels", 4, "of 4 levels"),
+                                               ("levels", 1, "levels must be an integer >= 2"),
+                                               ("levels", "3", "levels must be"), ("levels", None, "levels must")])
 def test_load_rejects_foreign_metadata(tmp_path, key, value, match):
     make_table(n=4).save(tmp_path)
     meta = json.loads((tmp_path / "items.json").read_text(encoding="utf-8"))
@@ -133,6 +152,7 @@ def test_with_items_equals_a_table_built_whole():
     assert base.raw_ids == ["a", "b", "c"] and base.codes[1].tolist() == [3, 3, 3] and base.row_of("d") is None
     untitled = ItemTable(4, np.zeros((1, 3), dtype=np.int32), ["a"]).with_items(["b"], np.ones((1, 3)), [None])
     assert untitled.titles is None and untitled.row_of("b") == 1
-    for bad in ((["x"], [[0, 0, 4]], [None]), (["x", "x"], [[0, 0, 0]] * 2, [None] * 2), (["x"], [[0, 0]], [None])):
+    for bad in ((["x"], [[0, 0, 4]], [None]), (["x", "x"], [[0, 0, 0]] * 2, [None] * 2), (["x"], [[0, 0]], [None]),
+                (["x"], [[0, 0, 0, 0]], [None])):
         with pytest.raises(ValueError):
             base.with_items(bad[0], np.array(bad[1]), bad[2])

@@ -25,6 +25,27 @@ def test_codes_shape_range_dtype(n, k):
     assert codes.min() >= 0 and codes.max() < k
 
 
+@pytest.mark.parametrize("levels", [2, 4, 5])
+def test_other_depths_extend_the_same_draws(levels):
+    """Each level's draws follow the levels before, so a deeper SID adds codes after the 3-level ones (and a
+    shallower one is their prefix); deeper levels still share prefixes, with codes in range."""
+    n, k = 20_000, 64
+    codes, three = synthetic_codes(n, k, seed=1, levels=levels), synthetic_codes(n, k, seed=1)
+    assert codes.shape == (n, levels) and codes.dtype == np.int32 and codes.min() >= 0 and codes.max() < k
+    shared = min(levels, 3)
+    assert np.array_equal(codes[:, :shared], three[:, :shared])
+    if levels > 3:  # the fourth code, drawn per distinct 3-code prefix: items under one prefix spread out
+        prefixes = len(np.unique(codes[:, :3], axis=0))
+        assert prefixes < len(np.unique(codes[:, :4], axis=0)) <= n
+
+
+def test_synthetic_bundle_of_four_levels():
+    bundle = synthetic_bundle(300, levels=4, **TINY)
+    assert bundle.table.levels == bundle.vocab.levels == bundle.trie.levels == 4
+    assert bundle.model.config.vocab_size == 3 + 4 * 16
+    assert bundle.model.config.max_position_embeddings >= 1 + 4 * (10 + 1)
+
+
 def test_codes_deterministic_per_seed():
     assert np.array_equal(synthetic_codes(5000, 32, seed=3), synthetic_codes(5000, 32, seed=3))
     assert not np.array_equal(synthetic_codes(5000, 32, seed=3), synthetic_codes(5000, 32, seed=4))
@@ -60,7 +81,7 @@ def test_bundle_contents():
     assert config.vocab_size == bundle.vocab.size == 3 + 3 * 16
     assert config.intermediate_size == 3 * 32
     assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (BOS, EOS, PAD)
-    assert bundle.trie.num_triples == len(np.unique(_keys(bundle.table.codes, 16)))
+    assert bundle.trie.num_leaves == len(np.unique(_keys(bundle.table.codes, 16)))
 
 
 def test_item_scores_are_not_flat():

@@ -1,5 +1,5 @@
-"""The scenario both GR KV caches are tested on: a tiny model prefills left-padded prompts, then decodes two rounds
-of beams through the cache, each beam checked against a plain forward of its whole sequence."""
+"""The scenario both GR KV caches are tested on: a tiny model prefills left-padded prompts, then decodes the cache's
+rounds of beams (L - 1 for SIDs of L levels), each beam checked against a plain forward of its whole sequence."""
 
 import torch
 
@@ -44,7 +44,7 @@ def check_beam_rounds(model: Transformer, cache, lengths: list[int], width: int,
     N = len(prompts) * width
     request = torch.arange(N) // width
     sequences = [prompts[r] for r in request]
-    for i in range(2):
+    for i in range(cache.max_steps):
         parent = request * width + torch.randint(0, width, (N,), generator=g)
         cache.reorder(parent)
         tokens = torch.randint(1, 64, (N, 1), generator=g)

@@ -8,10 +8,11 @@ from grserve.kv.separated_kv import SeparatedKVCache
 from tests.kv import ARCHITECTURES, check_beam_rounds, prefill, tiny_model
 
 
+@pytest.mark.parametrize("rounds", [1, 2, 3])  # SIDs of 2, 3 and 4 levels
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_beam_rounds_match_full_forward(architecture):
+def test_beam_rounds_match_full_forward(architecture, rounds):
     model = tiny_model(architecture)
-    cache = ExpandedKVCache(model.config.num_hidden_layers, max_rows=12)
+    cache = ExpandedKVCache(model.config.num_hidden_layers, max_rows=12, max_steps=rounds)
     check_beam_rounds(model, cache, lengths=[5, 2, 7], width=4, seed=0)
 
 
@@ -21,8 +22,8 @@ def test_same_attention_as_separated_cache_with_w_times_the_prompt_kv():
     c = model.config
     P, W, per_token = 7, 4, c.num_key_value_heads * c.head_dim
     shared, valid, _ = prefill(model, [torch.arange(1, P + 1)])
-    expanded = ExpandedKVCache(c.num_hidden_layers, max_rows=W)
-    separated = SeparatedKVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, max_rows=W)
+    expanded = ExpandedKVCache(c.num_hidden_layers, max_rows=W, max_steps=2)
+    separated = SeparatedKVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, max_rows=W, max_steps=2)
     expanded.begin(shared, valid, W)
     separated.begin(shared, valid, W)
     g = torch.Generator().manual_seed(0)

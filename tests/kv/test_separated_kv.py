@@ -7,15 +7,16 @@ from grserve.kv.separated_kv import SeparatedKVCache
 from tests.kv import ARCHITECTURES, check_beam_rounds, prefill, tiny_model
 
 
-def separated_cache(model, max_rows: int) -> SeparatedKVCache:
+def separated_cache(model, max_rows: int, rounds: int = 2) -> SeparatedKVCache:
     c = model.config
-    return SeparatedKVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, max_rows)
+    return SeparatedKVCache(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, max_rows, rounds)
 
 
+@pytest.mark.parametrize("rounds", [1, 2, 3])  # SIDs of 2, 3 and 4 levels
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_beam_rounds_match_full_forward(architecture):
+def test_beam_rounds_match_full_forward(architecture, rounds):
     model = tiny_model(architecture)
-    cache = separated_cache(model, max_rows=12)
+    cache = separated_cache(model, max_rows=12, rounds=rounds)
     check_beam_rounds(model, cache, lengths=[5, 2, 7], width=4, seed=0)
     # The same buffers serve the next batch, narrower and with other prompts.
     check_beam_rounds(model, cache, lengths=[3, 6], width=3, seed=1)
@@ -42,7 +43,7 @@ def test_one_request_holds_prompt_plus_two_tokens_per_beam():
         unshared_k, unshared_v = cache.unshared_kv(layer)
         assert shared_k.numel() // per_token == shared_v.numel() // per_token == P
         assert unshared_k.numel() // per_token == unshared_v.numel() // per_token == 2 * W
-    assert SeparatedKVCache.request_kv_tokens(P, W) == P + 2 * W < W * P
+    assert SeparatedKVCache.request_kv_tokens(P, W, 2) == P + 2 * W < W * P
     assert cache.kv_tokens() == {"shared": P, "unshared": 2 * W}
     assert cache.kv_bytes() == {"shared": c.num_hidden_layers * 2 * P * per_token * 4,
                                 "unshared": c.num_hidden_layers * 2 * 2 * W * per_token * 4}
@@ -50,7 +51,7 @@ def test_one_request_holds_prompt_plus_two_tokens_per_beam():
 
 def test_reorder_gathers_decode_kv_and_leaves_prompt_kv_alone():
     L, n_kv, d, W = 2, 2, 4, 3
-    cache = SeparatedKVCache(L, n_kv, d, max_rows=2 * W)
+    cache = SeparatedKVCache(L, n_kv, d, max_rows=2 * W, max_steps=2)
     shared = [(torch.randn(2, n_kv, 5, d), torch.randn(2, n_kv, 5, d)) for _ in range(L)]
     before = [(k.clone(), v.clone()) for k, v in shared]
     cache.begin(shared, torch.ones(2, 5, dtype=torch.bool), W)
