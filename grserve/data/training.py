@@ -51,15 +51,20 @@ class TrainConfig:
     batch_size: int = setting(32, "training rows per optimizer step")
     lr: float = setting(2e-3, "peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay)")
     weight_decay: float = setting(0.1, "AdamW weight decay")
+    dropout: float = setting(0.0, "dropout of the embeddings, attention probabilities and residual branches while "
+                                  "training (none at inference)")
+    label_smoothing: float = setting(0.0, "label smoothing of the next-token cross-entropy")
+    patience: int = setting(0, "stop after this many epochs without a better validation NDCG@10 (0: run all epochs)")
     eval_beam_width: int = setting(32, "beam width of the validation and test evaluations")
     valid_users: int = setting(0, "validation users scored after each epoch (0: all)")
     seed: int = setting(0, "seed of the SID clustering, the initial weights and the data order")
     threads: int = setting(0, "torch intra-op threads; 0: torch's default")
 
 
-def build_item_table(dataset: SequenceDataset, codebook_size: int, levels: int,
-                     seed: int) -> tuple[ItemTable, Codebooks]:
-    codes, centroids = residual_kmeans_fit(embed_texts(dataset.texts), codebook_size, levels, seed)
+def build_item_table(dataset: SequenceDataset, codebook_size: int, levels: int, seed: int,
+                     progress: bool = False) -> tuple[ItemTable, Codebooks]:
+    embeddings = embed_texts(dataset.texts, progress=progress)
+    codes, centroids = residual_kmeans_fit(embeddings, codebook_size, levels, seed)
     return ItemTable(codebook_size, codes, dataset.item_ids, dataset.titles), Codebooks(centroids, ENCODER)
 
 
@@ -111,6 +116,36 @@ def model_config(cfg: TrainConfig, vocab: GRVocab) -> ModelConfig:
                        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
 
 
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over the positions with a target (-100: none). Label smoothing moves that share
+    of each target's probability evenly onto the whole vocabulary: the next item is one pick among many a
+    user would have liked, and a model pushed to certainty on it overfits a small dataset."""
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             label_smoothing=label_smoothing)
+
+
+def train_epoch(model: Transformer, batches, table: ItemTable, vocab: GRVocab, optimizer, scheduler,
+                label_smoothing: float, bar=None) -> float:
+    """One pass over `batches` (lists of item-row windows) in train mode, dropout on; the mean loss.
+    The model is left in eval mode, as evaluation and serving run it."""
+    model.train()
+    losses = []
+    for rows in batches:
+        ids, targets = batch_tensors(rows, table, vocab)
+        logits, _ = model(ids, torch.arange(ids.shape[1]).expand_as(ids))
+        loss = next_token_loss(logits, targets, label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if bar is not None:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+    model.eval()
+    return float(np.mean(losses))
+
+
 def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
           table: ItemTable | None = None) -> dict:
     """Train on the leave-one-out training part, keep the epoch best on validation NDCG@10, report
@@ -123,10 +158,10 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     started = time.time()
     codebooks = None
     if table is None:
-        table, codebooks = build_item_table(dataset, cfg.codebook_size, cfg.levels, cfg.seed)
+        table, codebooks = build_item_table(dataset, cfg.codebook_size, cfg.levels, cfg.seed, progress)
     vocab, trie = GRVocab.of(table), SIDTrie.from_table(table)
     split = leave_one_out(dataset.sequences)
-    model = Transformer(model_config(cfg, vocab))
+    model = Transformer(model_config(cfg, vocab), dropout=cfg.dropout)
     bundle = GRBundle(model, table, trie, vocab,
                       GRSettings(max_history_items=cfg.max_history_items, dataset=dataset.name))
     recommender = Recommender(bundle)
@@ -140,31 +175,20 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
         (step + 1) / (0.05 * total), 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))))
     best, history = (-1.0, None, 0), []
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
         rows = windows(train_seqs, cfg.max_history_items + 1, rng)
         rng.shuffle(rows)
-        losses = []
         bar = tqdm(range(0, len(rows), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}",
                    disable=not progress)
-        for start in bar:
-            ids, targets = batch_tensors(rows[start:start + cfg.batch_size], table, vocab)
-            positions = torch.arange(ids.shape[1]).expand_as(ids)
-            logits, _ = model(ids, positions)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab.size), targets.reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        model.eval()
+        loss = train_epoch(model, (rows[i:i + cfg.batch_size] for i in bar), table, vocab, optimizer,
+                           scheduler, cfg.label_smoothing, bar)
         metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **metrics})
+        history.append({"epoch": epoch, "loss": loss, **metrics})
         if progress:
             tqdm.write(json.dumps(round_metrics({"epoch": history[-1]})["epoch"]))
         if metrics["ndcg@10"] > best[0]:
             best = (metrics["ndcg@10"], copy.deepcopy(model.state_dict()), epoch)
+        elif cfg.patience and epoch - best[2] >= cfg.patience:
+            break
     model.load_state_dict(best[1])
     model.eval()
     test = evaluate(recommender, split.test, cfg.eval_beam_width, progress=progress)
