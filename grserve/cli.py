@@ -90,7 +90,7 @@ def cmd_synth(args) -> None:
     from grserve.items.synthetic import write_synthetic
     out = write_synthetic(args.out, num_items=args.items, num_layers=args.layers, hidden_size=args.hidden,
                           num_heads=args.heads, num_kv_heads=args.kv_heads, codebook_size=args.codebook_size,
-                          seed=args.seed)
+                          levels=args.levels, seed=args.seed)
     print(json.dumps({"out": str(out), "items": args.items, "layers": args.layers, "hidden": args.hidden}))
 
 
@@ -188,6 +188,7 @@ def _add_synth(sub) -> None:
     p.add_argument("--heads", type=int, default=4, help="attention heads (default: %(default)s)")
     p.add_argument("--kv-heads", type=int, default=2, help="key/value heads (default: %(default)s)")
     p.add_argument("--codebook-size", type=int, default=256, help="codes per SID level (default: %(default)s)")
+    p.add_argument("--levels", type=int, default=3, help="codes per SID, 2 or more (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the catalog (default: %(default)s)")
     p.add_argument("--out", required=True, help="directory to write the model to")
     p.set_defaults(func=cmd_synth)

@@ -28,16 +28,19 @@ def test_recommend_json_equals_the_python_api(tiny_bundle, tiny_model_dir):
     assert any("zzz" in w for w in out["warnings"])
 
 
-def test_synth_model_serves_and_engine_equals_reference(tmp_path):
+@pytest.mark.parametrize("levels", ["3", "4"])
+def test_synth_model_serves_and_engine_equals_reference(tmp_path, levels):
     out = tmp_path / "synth"
     grserve("synth", "--items", "3000", "--layers", "1", "--hidden", "32", "--codebook-size", "32",
-            "--out", str(out))
+            "--levels", levels, "--out", str(out))
     args = ["recommend", "--model", str(out), "--history", "5,17,2999", "--top-n", "10", "--beam-width", "32",
             "--exclude", "1,2,3"]
     fast = json.loads(grserve(*args).stdout)
     slow = json.loads(grserve(*args, "--reference").stdout)
     assert [i["item_id"] for i in fast["items"]] == [i["item_id"] for i in slow["items"]]
     assert len(fast["items"]) == 10 and not {"1", "2", "3", "5", "17", "2999"} & {i["item_id"] for i in fast["items"]}
+    assert all(len(i["semantic_id"]) == int(levels) for i in fast["items"])
+    assert [i["score"] for i in fast["items"]] == pytest.approx([i["score"] for i in slow["items"]], abs=2e-4)
 
 
 def test_bad_arguments_are_a_clear_error(tiny_model_dir):
