@@ -28,6 +28,7 @@ from grserve.engine.request import DeadlineExceeded, EngineOverloaded
 from grserve.errors import InvalidRequest
 from grserve.recommender import Recommender
 from grserve.server.catalog_api import catalog_router
+from grserve.server.catalog_search import search_router
 from grserve.server.config import ServerConfig
 from grserve.server.errors import ERRORS, ApiError
 from grserve.server.gate import Gate
@@ -200,7 +201,8 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        loc = first["loc"][1:] if tuple(first["loc"][:1]) == ("query",) else first["loc"]  # ?limit=0: "limit"
+        param = ".".join(str(p) for p in loc if p != "body") or None
         return JSONResponse(error_body(400, f"{param or 'body'}: {first['msg']}", param), status_code=400)
 
     @app.exception_handler(Exception)
@@ -265,6 +267,7 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
 
     add_openai_routes(app, state, ERRORS)
     add_pd_routes(app, state, ERRORS)
+    app.include_router(search_router(state))
     app.include_router(catalog_router(state))
 
     @app.get("/metrics")

@@ -2,19 +2,20 @@
 
 It checks who may call what before anything else is read: the admin routes (/v1/catalog...) need the admin
 token (401 without it; 403 while none is configured: they are off), and with an API key configured every other
-/v1/* route needs it (401); /health and /metrics stay open. Then it refuses API calls while draining (503),
-bodies that are not JSON (415) or too large (413, counted as they stream in, so a lying or absent
-Content-Length cannot get past), counts the requests in flight (what a drain waits for) and the status of every
-answer by endpoint."""
+/v1/* route needs it (401), the catalog search among them; /health, /metrics and the demo page stay open. Then
+it refuses API calls while draining (503), bodies that are not JSON (415) or too large (413, counted as they
+stream in, so a lying or absent Content-Length cannot get past), counts the requests in flight (what a drain
+waits for) and the status of every answer by endpoint."""
 from __future__ import annotations
 
 import hmac
 import json
 
 ADMIN_PREFIX = "/v1/catalog"
+SEARCH = ADMIN_PREFIX + "/search"  # under the prefix, yet public: reading the catalog changes nothing
 KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/completions", "/v1/chat/completions", "/v1/models",
          "/health", "/metrics", ADMIN_PREFIX, ADMIN_PREFIX + "/items", ADMIN_PREFIX + "/availability",
-         ADMIN_PREFIX + "/rollback"}
+         ADMIN_PREFIX + "/rollback", SEARCH, "/"}
 WITH_BODY = ("POST", "PUT", "PATCH", "DELETE")
 
 
@@ -69,7 +70,7 @@ class Gate:
 
     def _unauthorized(self, scope) -> tuple[int, str, str] | None:
         path, config = scope["path"], self.state.config
-        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        if (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")) and path != SEARCH:
             if not config.admin_token:
                 return 403, "the catalog admin routes are off: start the server with --admin-token or " \
                             "GRSERVE_ADMIN_TOKEN set", "permission_error"
