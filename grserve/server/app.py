@@ -30,6 +30,7 @@ from grserve.recommender import Recommender
 from grserve.server.catalog_api import catalog_router
 from grserve.server.catalog_search import search_router
 from grserve.server.config import ServerConfig
+from grserve.server.demo import add_demo
 from grserve.server.errors import ERRORS, ApiError
 from grserve.server.gate import Gate
 from grserve.server.metrics import ServerMetrics
@@ -269,6 +270,7 @@ def create_app(config: ServerConfig, recommender: Recommender | None = None, llm
     add_pd_routes(app, state, ERRORS)
     app.include_router(search_router(state))
     app.include_router(catalog_router(state))
+    add_demo(app)
 
     @app.get("/metrics")
     async def metrics() -> Response:
