@@ -1,11 +1,15 @@
-"""A real uvicorn server on a free loopback port, in a thread, over a given app."""
+"""A real uvicorn server on a free loopback port, in a thread, over a given app; or a real `grserve serve`
+process."""
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import httpx
 import uvicorn
 
 
@@ -30,3 +34,31 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+@contextlib.contextmanager
+def grserve_serve(*args: str, start_s: float = 120):
+    """`grserve serve ARGS` on a free port, once /health answers 200 (within `start_s`, a bound for slow machines);
+    its URL. Terminated (killed if it will not stop) on exit."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "grserve", "serve", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
