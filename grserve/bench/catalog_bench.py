@@ -12,6 +12,7 @@ load (queueing behind a slow step and the HTTP work of the change included)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import subprocess
 import sys
@@ -160,7 +161,9 @@ def analyse(answers: list[Answer], changes: dict, disabled: set[str], added: set
     steady = [a for a in answers if a.done < first and a.status == 200]
     step_ms = float(np.median([a.compute_ms for a in steady])) if steady else None
     base = _latency_ms(steady)
-    out = {"failed": sum(a.status != 200 for a in answers), "answers": len(answers), "steady": base,
+    out = {"failed": sum(a.status != 200 for a in answers), "answers": len(answers),
+           "failed_by_status": dict(collections.Counter(str(a.status) for a in answers if a.status != 200)),
+           "steady": base,
            "step_ms_median": step_ms, "changes": {}}
     out["steady"]["max_step_ms"] = max((a.compute_ms for a in steady), default=None)
     for name, c in changes.items():

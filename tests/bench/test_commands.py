@@ -145,10 +145,11 @@ def test_bench_catalog_quick(tmp_path):
     run = _written(tmp_path, "catalog-*.json")
     assert run["machine"]["cpu"] and set(run["modes"]) == {"process", "in-process"}
     for (one,) in run["modes"].values():
-        assert one["failed"] == 0
+        assert one["failed"] == 0, one["failed_by_status"]
         assert one["catalog_after"] == {"version": 2, "items": 5000 + 200, "disabled": 200}
         disable, add = one["changes"]["disable"], one["changes"]["add"]
         assert (disable["version"], add["version"]) == (1, 2)
         assert disable["older_version_after_ack"] == add["older_version_after_ack"] == 0
         assert disable["answers_after_ack"] > 0 and disable["disabled_items_returned"] == 0
-        assert disable["ack_ms"] > 0 and add["ack_ms"] > 0 and add["max_step_ms"] > 0
+        assert disable["ack_ms"] > 0 and add["ack_ms"] > 0
+        assert add["max_step_ms"] > 0 or add["in_flight"]["requests"] == 0  # the steps of the answers in flight
