@@ -50,7 +50,8 @@ class Recommender:
                 self.catalog = CatalogProcess(self.engine.catalog, bundle.directory, state_dir,
                                               busy=self.engine.lend_core)
             else:
-                self.catalog = LiveCatalog(self.engine.catalog, state_dir, bundle.directory)
+                self.catalog = LiveCatalog(self.engine.catalog, state_dir, bundle.directory,
+                                           busy=self.engine.lend_core)
         except Exception:
             self.engine.shutdown()
             raise

@@ -15,6 +15,7 @@ published before it is committed, and one made elsewhere arrives through `apply_
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import threading
 import time
@@ -31,9 +32,10 @@ from grserve.items.item_table import ItemTable
 
 class LiveCatalog:
     def __init__(self, base: CatalogSnapshot, state_dir: str | Path | None = None,
-                 model_dir: str | Path | None = None, recent: int = 20):
+                 model_dir: str | Path | None = None, recent: int = 20, busy: threading.Event | None = None):
         """`base`: version 0. `state_dir`: where the change log lives (None: in memory only, lost on exit).
-        `model_dir`: where the codebooks of items added by text are (None: none)."""
+        `model_dir`: where the codebooks of items added by text are (None: none). `busy` is set while a change
+        is made (the engine's `lend_core`: it leaves the change a core)."""
         if base.version != 0 or base.disabled:
             raise ValueError("the base of a live catalog is version 0, with nothing disabled")
         self.base = self.current = base
@@ -48,6 +50,7 @@ class LiveCatalog:
         self._changes: list[Change] = []  # change v is _changes[v - 1]
         self._first_record: dict[int, int] = {}  # version of an AddItems → its first record in the store
         self._lock = threading.Lock()
+        self.busy = busy or threading.Event()
         # Called with the log entry of each change made here, once it is built and before it is committed;
         # raising refuses the change, and nothing has changed.
         self.publisher: Callable[[dict], None] | None = None
@@ -72,25 +75,35 @@ class LiveCatalog:
 
     def rollback(self, version: int | None = None) -> CatalogSnapshot:
         """A new version equal to `version` (default: the one before the current)."""
-        with self._lock:  # the default reads the current version: no change may land in between
+        with self._changing():  # the default reads the current version: no change may land in between
             return self._apply(changes.parse_rollback(version, self.version))
 
     def apply(self, change: Change) -> CatalogSnapshot:
         """Publishes the next version; InvalidRequest (naming the field) when the change does not fit the
         current one, and nothing changes."""
-        with self._lock:
+        with self._changing():
             return self._apply(change)
 
     def apply_shared(self, entry: dict) -> CatalogSnapshot | None:
         """The change of a shared history's `entry` (a log entry, as a publisher got it), applied as the next
         version and not published again; None when this catalog holds that version already."""
-        with self._lock:
+        with self._changing():
             if entry["version"] <= self.version:
                 return None
             if entry["version"] != self.version + 1:
                 raise ValueError(f"version {entry['version']} of the shared history follows {self.version + 1}, "
                                  f"which this catalog has not got")
             return self._apply(changes.from_json(entry), entry.get("at"), publish=False)
+
+    @contextlib.contextmanager
+    def _changing(self):
+        """One change at a time, with `busy` set while it is made."""
+        with self._lock:
+            self.busy.set()
+            try:
+                yield
+            finally:
+                self.busy.clear()
 
     def change(self, version: int) -> Change:
         """The change that made `version` (1 or later)."""

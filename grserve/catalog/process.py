@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,9 @@ class CatalogProcess:
     def __init__(self, base: CatalogSnapshot, model_dir: str | Path, state_dir: str | Path | None = None,
                  recent: int = 20, busy: threading.Event | None = None):
         """`busy` is set while the child works on a change (the engine's `lend_core`: it leaves the child a core)."""
-        self.base = self.current = base
+        # The mirror's versions share pools of their own, equal to the child's fresh load: `base.table`'s may
+        # hold what other catalogs over it appended.
+        self.base = self.current = replace(base, table=base.table.detached())
         self.busy = busy or threading.Event()
         self.recent: tuple[dict, ...] = ()
         self.applied: collections.Counter[str] = collections.Counter()

@@ -221,6 +221,12 @@ class ItemTable:
         """What `over` needs to make this table again over the same pools (another process's copy of them)."""
         return {"codes": self.codes, "keys": self._keys, "title_at": self._title_at, "row_of_key": self._row_of_key}
 
+    def detached(self) -> ItemTable:
+        """This table with pools of its own, holding only its rows' ids and titles, as a load of it would."""
+        titles = self.titles
+        return ItemTable(self.codebook_size, self.codes, list(self.raw_ids),
+                         list(titles) if titles is not None else None)
+
     def pool_sizes(self) -> tuple[int, int]:
         return len(self._ids), len(self._title_pool)
 

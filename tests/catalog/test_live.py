@@ -178,3 +178,17 @@ def test_restart_replays_the_log_and_never_writes_the_model_directory(tiny_model
     finally:
         again.close()
     assert {p.name: p.read_bytes() for p in Path(tiny_model_dir).iterdir()} == model_files
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "catalog-process"])
+def test_the_engine_lends_a_core_while_a_change_is_made(bundle, saved_bundle, in_process):
+    """The engine's lend_core is set while the change is made (seen from the publisher, which runs mid-change)
+    and cleared once it is answered."""
+    rec = Recommender(bundle if in_process else saved_bundle, CONFIG, catalog_process=not in_process)
+    seen = []
+    rec.catalog.publisher = lambda entry: seen.append(rec.engine.lend_core.is_set())
+    try:
+        rec.catalog.set_availability(disable=["i1"])
+        assert seen == [True] and not rec.engine.lend_core.is_set()
+    finally:
+        rec.close()
