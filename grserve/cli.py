@@ -49,7 +49,7 @@ def cmd_train(args) -> None:
 def _derive_codebooks(dataset, out: str) -> None:
     from grserve.data.training import derive_codebooks
     from grserve.items.item_table import ItemTable
-    codebooks, reproduced = derive_codebooks(dataset, ItemTable.load(out))
+    codebooks, reproduced = derive_codebooks(dataset, ItemTable.load(out), progress=True)
     codebooks.save(out)
     print(json.dumps({"out": out, "encoder": codebooks.encoder, "shape": list(codebooks.centroids.shape),
                       "reproduced": reproduced}, indent=2))

@@ -47,14 +47,14 @@ class TrainConfig:
     num_heads: int = setting(4, "attention heads")
     num_kv_heads: int = setting(2, "key/value heads (grouped-query attention when fewer than num_heads)")
     max_history_items: int = setting(50, "most history items in a prompt (sets the model's context)")
-    epochs: int = setting(15, "training epochs; the epoch best on validation NDCG@10 is kept")
+    epochs: int = setting(20, "training epochs; the epoch best on validation NDCG@10 is kept")
     batch_size: int = setting(32, "training rows per optimizer step")
     lr: float = setting(2e-3, "peak AdamW learning rate (linear warm-up over 5% of the steps, then cosine decay)")
     weight_decay: float = setting(0.1, "AdamW weight decay")
-    dropout: float = setting(0.0, "dropout of the embeddings, attention probabilities and residual branches while "
+    dropout: float = setting(0.2, "dropout of the embeddings, attention probabilities and residual branches while "
                                   "training (none at inference)")
-    label_smoothing: float = setting(0.0, "label smoothing of the next-token cross-entropy")
-    patience: int = setting(0, "stop after this many epochs without a better validation NDCG@10 (0: run all epochs)")
+    label_smoothing: float = setting(0.1, "label smoothing of the next-token cross-entropy")
+    patience: int = setting(5, "stop after this many epochs without a better validation NDCG@10 (0: run all epochs)")
     eval_beam_width: int = setting(32, "beam width of the validation and test evaluations")
     valid_users: int = setting(0, "validation users scored after each epoch (0: all)")
     seed: int = setting(0, "seed of the SID clustering, the initial weights and the data order")
@@ -68,7 +68,8 @@ def build_item_table(dataset: SequenceDataset, codebook_size: int, levels: int, 
     return ItemTable(codebook_size, codes, dataset.item_ids, dataset.titles), Codebooks(centroids, ENCODER)
 
 
-def derive_codebooks(dataset: SequenceDataset, table: ItemTable) -> tuple[Codebooks, dict]:
+def derive_codebooks(dataset: SequenceDataset, table: ItemTable,
+                     progress: bool = False) -> tuple[Codebooks, dict]:
     """The codebooks of a model trained before they were saved, from its item table and the dataset's
     texts embedded as training embedded them: each centroid is the mean of its items' residuals. Also
     how much of the table `quantize` reproduces: the share of items whose first 1, 2, ... codes (and each
@@ -78,7 +79,7 @@ def derive_codebooks(dataset: SequenceDataset, table: ItemTable) -> tuple[Codebo
     if missing:
         raise ValueError(f"{len(missing)} items of the table are not in dataset {dataset.name}, e.g. {missing[:3]}")
     # All texts in dataset order, as training embedded them: a batch's padding moves the last float bits.
-    embeddings = embed_texts(dataset.texts)[[row_of[r] for r in table.raw_ids]]
+    embeddings = embed_texts(dataset.texts, progress=progress)[[row_of[r] for r in table.raw_ids]]
     codebooks = Codebooks(centroids_from_codes(embeddings, table.codes, table.codebook_size), ENCODER)
     same = codebooks.quantize(embeddings) == table.codes
     prefix = np.cumprod(same, axis=1).mean(axis=0)
