@@ -166,7 +166,7 @@ def _offline_catalog(args):
     from grserve.catalog.live import LiveCatalog
     from grserve.catalog.snapshot import CatalogSnapshot
     from grserve.items.item_table import ItemTable
-    from grserve.server.app import model_name
+    from grserve.server.model_spec import model_name
     model = Path(args.model or DEFAULT_MODEL_DIR)
     if not (model / SETTINGS_FILE).exists():
         raise FileNotFoundError(f"{model} is not a GR model directory: no {SETTINGS_FILE}")

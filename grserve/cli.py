@@ -130,6 +130,8 @@ def _add_serve(sub) -> None:
             flag, text = "--" + f.name.replace("_", "-"), _config_help(ServerConfig.help_text(f.name), f.default)
             if f.type.startswith("bool"):
                 group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+            elif "list[" in f.type:  # repeated: --model a=DIR --model b=DIR
+                group.add_argument(flag, action="append", default=None, metavar=f.name.upper(), help=text)
             else:
                 # annotations are strings here (`from __future__ import annotations`): "float | None" is a float flag
                 kind = {"int": int, "float": float}.get(f.type.replace(" | None", ""), str)

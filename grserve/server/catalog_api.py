@@ -1,5 +1,6 @@
 """The catalog admin routes: show the live catalog, add or update items, remove them, disable or enable them,
-roll back to an earlier version. The gate lets only callers with the admin token this far (gate.py).
+roll back to an earlier version, of the GR model `?model=` names (default: the first). The gate lets only
+callers with the admin token this far (gate.py).
 
 A change is built (trie and candidate tables, or only the availability masks) on a worker thread, never on
 the event loop or the engine's step thread; the catalog applies changes one at a time, in order, and answers
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Query
 
 from grserve.catalog.change_log import LogConflict, LogUnavailable
 from grserve.catalog.live import LiveCatalog
@@ -24,14 +25,20 @@ from grserve.server.protocol import ErrorResponse
 
 # 401/403: no or a wrong admin token / none configured (the gate); 409: another process writes the state directory,
 # or another instance published the version first
-ADMIN_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 409, 413, 415, 503)}
+ADMIN_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 503)}
 
 
 def catalog_router(state) -> APIRouter:
     router = APIRouter(prefix="/v1/catalog", tags=["catalog"], responses=ADMIN_ERRORS)
 
-    async def change(apply: Callable[[LiveCatalog], CatalogSnapshot]) -> dict:
-        catalog = state.ready().catalog
+    async def live(model: str | None = Query(None, description="the GR model whose catalog (404: not served "
+                                                               "here); default: the first GR model")):
+        """The model's live catalog, the model held (server/served.py) until the route has answered."""
+        served = state.gr(model)
+        with served.use():
+            yield served.recommender.catalog
+
+    async def change(apply: Callable[[LiveCatalog], CatalogSnapshot], catalog: LiveCatalog) -> dict:
         try:
             snapshot = await asyncio.to_thread(apply, catalog)
         except InvalidRequest as e:
@@ -43,28 +50,28 @@ def catalog_router(state) -> APIRouter:
         return catalog.summary(snapshot)
 
     @router.get("", response_model=CatalogResponse, response_model_exclude_none=True)
-    async def show() -> dict:
+    async def show(catalog=Depends(live)) -> dict:
         """The current version, its size, and the last changes."""
-        return state.ready().catalog.summary()
+        return catalog.summary()
 
     @router.post("/items", response_model=CatalogResponse, response_model_exclude_none=True)
-    async def add_items(req: AddItemsRequest) -> dict:
+    async def add_items(req: AddItemsRequest, catalog=Depends(live)) -> dict:
         """Adds items by SID or by text, or gives existing ones a new SID (and title) in place."""
         # dumped on the worker thread, whole: one call, ~2x faster than item by item (10,000 items: ~5 ms)
-        return await change(lambda c: c.add_items(req.model_dump(exclude_none=True)["items"]))
+        return await change(lambda c: c.add_items(req.model_dump(exclude_none=True)["items"]), catalog)
 
     @router.delete("/items", response_model=CatalogResponse, response_model_exclude_none=True)
-    async def remove_items(req: RemoveItemsRequest) -> dict:
-        return await change(lambda c: c.remove_items(req.item_ids))
+    async def remove_items(req: RemoveItemsRequest, catalog=Depends(live)) -> dict:
+        return await change(lambda c: c.remove_items(req.item_ids), catalog)
 
     @router.post("/availability", response_model=CatalogResponse, response_model_exclude_none=True)
-    async def availability(req: AvailabilityRequest) -> dict:
+    async def availability(req: AvailabilityRequest, catalog=Depends(live)) -> dict:
         """Takes items out of every answer (out of stock) or back in, without removing them."""
-        return await change(lambda c: c.set_availability(req.disable, req.enable))
+        return await change(lambda c: c.set_availability(req.disable, req.enable), catalog)
 
     @router.post("/rollback", response_model=CatalogResponse, response_model_exclude_none=True)
-    async def rollback(req: RollbackRequest) -> dict:
+    async def rollback(req: RollbackRequest, catalog=Depends(live)) -> dict:
         """A new version whose content equals an earlier one's (by default the one before the current)."""
-        return await change(lambda c: c.rollback(req.version))
+        return await change(lambda c: c.rollback(req.version), catalog)
 
     return router

@@ -12,14 +12,18 @@ from pathlib import Path
 import yaml
 
 from grserve.engine.config import EngineConfig, LLMEngineConfig, setting, step_target_ms
+from grserve.server.model_spec import GR, LLM, ModelSpec
 
 
 @dataclass
 class ServerConfig:
-    model: str | None = setting(None, "GR model directory, or an LLM's (then only the OpenAI routes serve); unset: "
-                                      "the embedded MovieLens-100K model")
+    model: str | list[str] | None = setting(None, "a model directory, GR or LLM (Llama or Qwen3, Hugging Face format: "
+                                                  "the OpenAI routes serve it), as DIR or NAME=DIR (NAME: what "
+                                                  "requests call it; default the directory's name); repeat it for "
+                                                  "several models (one LLM at most): requests that name none go to "
+                                                  "the first GR model; unset: the embedded MovieLens-100K model")
     llm_model: str | None = setting(None, "LLM directory (Llama or Qwen3, Hugging Face format) served beside the "
-                                          "GR model on the OpenAI routes")
+                                          "GR model(s) on the OpenAI routes (as --model DIR of an LLM does)")
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8000, "port to listen on")
     default_timeout_ms: int = setting(1000, "deadline of a request that sets no timeout_ms")
@@ -41,26 +45,28 @@ class ServerConfig:
     heartbeat_s: float = setting(1.0, "seconds between heartbeats to etcd")
     catalog_poll_s: float = setting(0.25, "with --register, seconds between reads of the model's catalog history in "
                                           "etcd (changes made through other instances)")
-    state_dir: str | None = setting(None, "directory of the live catalog's change log, replayed at start; unset: "
-                                          "grserve serve keeps it in $XDG_CACHE_HOME/grserve/catalog/<model> "
-                                          "(~/.cache/...), a server made in process keeps its catalog in memory")
+    state_dir: str | None = setting(None, "directory of the live catalog's change log, replayed at start; with "
+                                          "several GR models, put {model} in it (DIR/{model}) so that each keeps "
+                                          "its own; unset: grserve serve keeps each in "
+                                          "$XDG_CACHE_HOME/grserve/catalog/<model> (~/.cache/...), a server made "
+                                          "in process keeps its catalogs in memory")
     catalog_process: bool | None = setting(None, "run the live catalog in a process of its own, so that its changes "
                                                  "never hold the GIL beside the engine's steps; unset: for "
                                                  "catalogs of 100,000 items or more")
-    admin_token: str | None = setting(None, "token the /v1/catalog admin routes require as Authorization: Bearer; "
-                                            "unset: $GRSERVE_ADMIN_TOKEN, and with neither they answer 403")
+    admin_token: str | None = setting(None, "token the admin routes (/v1/catalog changes, loading and unloading "
+                                            "models) require as Authorization: Bearer; unset: "
+                                            "$GRSERVE_ADMIN_TOKEN, and with neither they answer 403")
     api_key: str | None = setting(None, "key every public /v1/* route then requires as Authorization: Bearer "
                                         "(/health and /metrics stay open); unset: $GRSERVE_API_KEY, else none")
-    gr_model: bool = True  # False when `model` names an LLM directory: only the OpenAI routes serve then
+    models: list[ModelSpec] = field(default_factory=list)  # what `model` and `llm_model` name, in their order
     engine: EngineConfig = field(default_factory=EngineConfig)  # the GR engine
     llm: LLMEngineConfig = field(default_factory=LLMEngineConfig)  # the LLM engine, when one is served
 
     def __post_init__(self) -> None:
-        model = Path(self.model) if self.model else None
-        if model and (model / "config.json").exists() and not (model / "gr_config.json").exists():
-            if self.llm_model is not None:
-                raise ValueError(f"model: {model} is not a GR model directory (no gr_config.json)")
-            self.llm_model, self.model, self.gr_model = self.model, None, False
+        self.models = served_models(self.model, self.llm_model)
+        if self.state_dir and "{model}" not in self.state_dir and len(self.gr_models) > 1:
+            raise ValueError(f"state_dir: {len(self.gr_models)} GR models cannot share one change log: put {{model}} "
+                             f"in it ({self.state_dir}/{{model}})")
         if self.history_overflow not in ("truncate", "reject"):
             raise ValueError(f"history_overflow must be 'truncate' or 'reject', got {self.history_overflow!r}")
         if self.role not in ("mixed", "prefill", "decode"):
@@ -75,9 +81,23 @@ class ServerConfig:
         if self.engine.target_step_ms is None:  # out of the box, steps fit the deadline requests get by default
             self.engine.target_step_ms = step_target_ms(self.default_timeout_ms)
 
+    @property
+    def gr_models(self) -> list[ModelSpec]:
+        return [m for m in self.models if m.kind == GR]
+
+    def state_dir_of(self, name: str) -> str | None:
+        """Where model `name`'s change log lives: `state_dir` with {model} replaced; one without {model} is the
+        first GR model's alone (None: in memory)."""
+        if self.state_dir is None or "{model}" in self.state_dir:
+            return self.state_dir and self.state_dir.replace("{model}", name)
+        if self.gr_models and self.gr_models[0].name != name:
+            raise ValueError(f"state_dir: {self.state_dir} is the change log of {self.gr_models[0].name}: start the "
+                             f"server with {{model}} in --state-dir to serve more GR models")
+        return self.state_dir
+
     @classmethod
     def _own(cls) -> list[Field]:
-        return [f for f in fields(cls) if f.name not in ("engine", "llm", "gr_model")]
+        return [f for f in fields(cls) if f.name not in ("engine", "llm", "models")]
 
     @classmethod
     def settings(cls) -> dict[str, Field]:
@@ -128,3 +148,20 @@ class ServerConfig:
             return cls.of(**values)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}" if path else str(e)) from None
+
+
+def served_models(model: str | list[str] | None, llm_model: str | None) -> list[ModelSpec]:
+    """The models `model` (one or several) and `llm_model` name: the embedded GR model when `model` names none;
+    ValueError for two models of one name or more than one LLM."""
+    given = [model] if isinstance(model, str) else list(model or [])
+    specs = [ModelSpec.parse(m) for m in given] or [ModelSpec.default()]
+    if llm_model:
+        specs.append(ModelSpec.parse(llm_model, LLM))
+    names = [s.name for s in specs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"model: two models named {twice[0]!r}: name them apart with NAME=DIR")
+    llms = [s.name for s in specs if s.kind == LLM]
+    if len(llms) > 1:
+        raise ValueError(f"model: one LLM per server (the OpenAI routes' engine), got {llms}")
+    return specs

@@ -1,11 +1,12 @@
 """The server's front gate, as plain ASGI middleware: every HTTP request passes it before FastAPI.
 
-It checks who may call what before anything else is read: the admin routes (/v1/catalog...) need the admin
-token (401 without it; 403 while none is configured: they are off), and with an API key configured every other
-/v1/* route needs it (401), the catalog search among them; /health, /metrics and the demo page stay open. Then
-it refuses API calls while draining (503), bodies that are not JSON (415) or too large (413, counted as they
-stream in, so a lying or absent Content-Length cannot get past), counts the requests in flight (what a drain
-waits for) and the status of every answer by endpoint."""
+It checks who may call what before anything else is read: the admin routes (/v1/catalog..., and loading or
+unloading models: POST /v1/models, DELETE /v1/models/NAME) need the admin token (401 without it; 403 while none
+is configured: they are off), and with an API key configured every other /v1/* route needs it (401), the
+catalog search among them; /health, /metrics and the demo page stay open. Then it refuses API calls while
+draining (503), bodies that are not JSON (415) or too large (413, counted as they stream in, so a lying or
+absent Content-Length cannot get past), counts the requests in flight (what a drain waits for) and the status
+of every answer by endpoint."""
 from __future__ import annotations
 
 import hmac
@@ -13,7 +14,8 @@ import json
 
 ADMIN_PREFIX = "/v1/catalog"
 SEARCH = ADMIN_PREFIX + "/search"  # under the prefix, yet public: reading the catalog changes nothing
-KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/completions", "/v1/chat/completions", "/v1/models",
+MODELS = "/v1/models"  # listing them is public; loading (POST) and unloading (DELETE /v1/models/NAME) are not
+KNOWN = {"/v1/recommend", "/v1/recommend/batch", "/v1/completions", "/v1/chat/completions", MODELS,
          "/health", "/metrics", ADMIN_PREFIX, ADMIN_PREFIX + "/items", ADMIN_PREFIX + "/availability",
          ADMIN_PREFIX + "/rollback", SEARCH, "/"}
 WITH_BODY = ("POST", "PUT", "PATCH", "DELETE")
@@ -34,6 +36,20 @@ def _bearer_is(scope, secret: str) -> bool:
     return hmac.compare_digest(given, b"Bearer " + secret.encode())
 
 
+def _with_body(scope) -> bool:
+    """A request that carries a JSON body (a DELETE may carry none: DELETE /v1/models/NAME)."""
+    if scope["method"] != "DELETE":
+        return scope["method"] in WITH_BODY
+    headers = dict(scope["headers"])
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
+
+
+def _admin(path: str, method: str) -> bool:
+    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        return path != SEARCH
+    return (path == MODELS or path.startswith(MODELS + "/")) and method not in ("GET", "HEAD")
+
+
 class Gate:
     def __init__(self, app, state):
         self.app, self.state = app, state
@@ -42,7 +58,7 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        endpoint = path if path in KNOWN else "other"
+        endpoint = path if path in KNOWN else MODELS + "/{name}" if path.startswith(MODELS + "/") else "other"
         status = {"code": 500}
 
         async def send_and_count(message):
@@ -54,7 +70,7 @@ class Gate:
             refusal = self._unauthorized(scope) or self._refusal(scope)
             if refusal is not None:
                 return await _send_error(send_and_count, *refusal)
-            if scope["method"] in WITH_BODY:
+            if _with_body(scope):
                 body = await self._read_body(receive)
                 if body is None:
                     return await _send_error(send_and_count, 413, f"body exceeds {self.state.config.max_body_bytes} bytes",
@@ -70,13 +86,13 @@ class Gate:
 
     def _unauthorized(self, scope) -> tuple[int, str, str] | None:
         path, config = scope["path"], self.state.config
-        if (path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")) and path != SEARCH:
+        if _admin(path, scope["method"]):
             if not config.admin_token:
-                return 403, "the catalog admin routes are off: start the server with --admin-token or " \
-                            "GRSERVE_ADMIN_TOKEN set", "permission_error"
+                return 403, "the admin routes (catalog changes, loading models) are off: start the server with " \
+                            "--admin-token or GRSERVE_ADMIN_TOKEN set", "permission_error"
             if not _bearer_is(scope, config.admin_token):
-                return 401, "the catalog admin routes need Authorization: Bearer <admin token>", \
-                    "authentication_error"
+                return 401, "the admin routes (catalog changes, loading models) need Authorization: Bearer " \
+                            "<admin token>", "authentication_error"
         elif path.startswith("/v1/") and config.api_key and not _bearer_is(scope, config.api_key):
             return 401, "this server needs an API key: Authorization: Bearer <key>", "authentication_error"
         return None
@@ -84,9 +100,9 @@ class Gate:
     def _refusal(self, scope) -> tuple[int, str, str] | None:
         api = scope["path"].startswith("/v1/")
         if api and self.state.draining:
-            self.state.metrics.rejected.labels(reason="draining").inc()
+            self.state.metrics.rejected.labels(model="", reason="draining").inc()
             return 503, "server is draining: retry on another instance", "unavailable"
-        if scope["method"] in WITH_BODY:
+        if _with_body(scope):
             headers = dict(scope["headers"])
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if not (ctype == b"application/json" or ctype.endswith(b"+json")):

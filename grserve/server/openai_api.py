@@ -1,6 +1,8 @@
 """OpenAI-compatible routes: /v1/completions and /v1/chat/completions over the LLMEngine, streaming
 (server-sent events, with `stream_options.include_usage`) or not; and GR models driven through
-/v1/completions with token-id prompts and `beam_width` (the best SIDs, as xLLM's rec backend)."""
+/v1/completions with token-id prompts and `beam_width` (the best SIDs, as xLLM's rec backend). A request's
+`model` names the served model that answers it (a name no model has: 404); each holds its model until answered,
+a stream until its last event, so that unloading the model never cuts it."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +21,7 @@ from grserve.model.tokenizer import chat_prompt, prompt_token_ids
 from grserve.server.errors import ApiError
 from grserve.server.openai_protocol import ChatCompletionRequest, CompletionRequest
 from grserve.server.pd import pull_prefill
+from grserve.server.served import ServedModel
 
 
 def _params(req, max_tokens: int | None, logprobs: int | None):
@@ -29,12 +32,14 @@ def _params(req, max_tokens: int | None, logprobs: int | None):
         raise ApiError(400, str(e), param)
 
 
-def _llm(state):
-    if state.llm is None:
-        raise ApiError(404 if state.config.llm_model is None else 503,
-                       "no LLM is served here" if state.config.llm_model is None else "LLM is loading",
-                       "model", kind="invalid_request_error" if state.config.llm_model is None else "unavailable")
-    return state.llm
+async def _held(release, stream):
+    """`stream`, releasing its model once it ends (or the client leaves). A stream the server never starts keeps
+    its model held: an unload then waits its timeout for it."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        release()
 
 
 def _logprobs_block(engine, entries, chat: bool):
@@ -122,84 +127,111 @@ async def _stream(engine, ids, params, priority, rid, base: dict, chat: bool, in
     yield "data: [DONE]\n\n"
 
 
+async def _holding(model: ServedModel, respond) -> object:
+    """`await respond()` with `model` held (served.py): a stream holds it until its last event."""
+    release = model.hold()
+    try:
+        response = await respond()
+    except BaseException:
+        release()
+        raise
+    if isinstance(response, StreamingResponse):
+        response.body_iterator = _held(release, response.body_iterator)
+    else:
+        release()
+    return response
+
+
+async def _completion(state, model: ServedModel, req: CompletionRequest, request: Request):
+    engine = model.llm
+    deadline = _deadline(state, req)
+    try:
+        prompts = prompt_token_ids(engine.tokenizer, req.prompt)
+    except ValueError as e:
+        raise ApiError(400, str(e), "prompt")
+    params = _params(req, req.max_tokens, req.logprobs)
+    priority = PRIORITY[req.priority]
+    rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    base = {"id": rid, "object": "text_completion", "created": created, "model": model.name}
+    try:
+        for ids in prompts:
+            engine.check(ids, params)
+    except ValueError as e:
+        raise ApiError(400, str(e), str(e).split(":")[0])
+    await pull_prefill(state, request, prompts, req.priority)
+    if req.stream:
+        if len(prompts) != 1:
+            raise ApiError(400, "prompt: streaming takes a single prompt", "prompt")
+        include = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(_stream(engine, prompts[0], params, priority, rid, base, False, include, deadline),
+                                 media_type="text/event-stream")
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for ids in prompts:
+        for out in await _collect(engine, ids, params, priority, rid, deadline):
+            text = (engine.tokenizer.decode(ids) if req.echo else "") + out["text"]
+            choices.append({"index": len(choices), "text": text, "finish_reason": out["finish_reason"],
+                            "logprobs": _logprobs_block(engine, out["logprobs"], False)
+                            if req.logprobs is not None else None})
+            completion_tokens += len(out["tokens"])
+        prompt_tokens += len(ids)
+    return {**base, "choices": choices, "usage": {"prompt_tokens": prompt_tokens,
+                                                  "completion_tokens": completion_tokens,
+                                                  "total_tokens": prompt_tokens + completion_tokens}}
+
+
+async def _chat(state, model: ServedModel, req: ChatCompletionRequest, request: Request):
+    engine = model.llm
+    deadline = _deadline(state, req)
+    try:
+        ids = chat_prompt(engine.tokenizer, req.template_messages())
+    except ValueError as e:
+        raise ApiError(400, f"messages: {e}", "messages")
+    params = _params(req, req.max_completion_tokens or req.max_tokens,
+                     (req.top_logprobs or 0) if req.logprobs else None)
+    try:
+        engine.check(ids, params)
+    except ValueError as e:
+        raise ApiError(400, str(e), str(e).split(":")[0])
+    await pull_prefill(state, request, [ids], req.priority)
+    priority = PRIORITY[req.priority]
+    rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if req.stream:
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model.name}
+        include = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(_stream(engine, ids, params, priority, rid, base, True, include, deadline),
+                                 media_type="text/event-stream")
+    outs = await _collect(engine, ids, params, priority, rid, deadline)
+    completion_tokens = sum(len(o["tokens"]) for o in outs)
+    return {"id": rid, "object": "chat.completion", "created": created, "model": model.name,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": o["text"]},
+                         "finish_reason": o["finish_reason"],
+                         "logprobs": _logprobs_block(engine, o["logprobs"], True) if req.logprobs else None}
+                        for i, o in enumerate(outs)],
+            "usage": {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
+                      "total_tokens": len(ids) + completion_tokens}}
+
+
 def add_openai_routes(app: FastAPI, state, errors: dict) -> None:
     @app.post("/v1/completions", responses=errors)
     async def completions(req: CompletionRequest, request: Request):
+        """An LLM's completion, or with `beam_width` a GR model's best semantic IDs; `model` names which (default:
+        the LLM, or the first GR model)."""
         if req.beam_width is not None:
             return await _gr_completion(state, req)
-        engine = _llm(state)
-        deadline = _deadline(state, req)
-        try:
-            prompts = prompt_token_ids(engine.tokenizer, req.prompt)
-        except ValueError as e:
-            raise ApiError(400, str(e), "prompt")
-        params = _params(req, req.max_tokens, req.logprobs)
-        priority = PRIORITY[req.priority]
-        rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
-        base = {"id": rid, "object": "text_completion", "created": created, "model": state.llm_name}
-        try:
-            for ids in prompts:
-                engine.check(ids, params)
-        except ValueError as e:
-            raise ApiError(400, str(e), str(e).split(":")[0])
-        await pull_prefill(state, request, prompts, req.priority)
-        if req.stream:
-            if len(prompts) != 1:
-                raise ApiError(400, "prompt: streaming takes a single prompt", "prompt")
-            include = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(engine, prompts[0], params, priority, rid, base, False, include,
-                                             deadline),
-                                     media_type="text/event-stream")
-        choices, prompt_tokens, completion_tokens = [], 0, 0
-        for ids in prompts:
-            for out in await _collect(engine, ids, params, priority, rid, deadline):
-                text = (engine.tokenizer.decode(ids) if req.echo else "") + out["text"]
-                choices.append({"index": len(choices), "text": text, "finish_reason": out["finish_reason"],
-                                "logprobs": _logprobs_block(engine, out["logprobs"], False)
-                                if req.logprobs is not None else None})
-                completion_tokens += len(out["tokens"])
-            prompt_tokens += len(ids)
-        return {**base, "choices": choices, "usage": {"prompt_tokens": prompt_tokens,
-                                                      "completion_tokens": completion_tokens,
-                                                      "total_tokens": prompt_tokens + completion_tokens}}
+        model = state.llm_of(req.model)
+        return await _holding(model, lambda: _completion(state, model, req, request))
 
     @app.post("/v1/chat/completions", responses=errors)
     async def chat_completions(req: ChatCompletionRequest, request: Request):
-        engine = _llm(state)
-        deadline = _deadline(state, req)
-        try:
-            ids = chat_prompt(engine.tokenizer, req.template_messages())
-        except ValueError as e:
-            raise ApiError(400, f"messages: {e}", "messages")
-        params = _params(req, req.max_completion_tokens or req.max_tokens,
-                         (req.top_logprobs or 0) if req.logprobs else None)
-        try:
-            engine.check(ids, params)
-        except ValueError as e:
-            raise ApiError(400, str(e), str(e).split(":")[0])
-        await pull_prefill(state, request, [ids], req.priority)
-        priority = PRIORITY[req.priority]
-        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if req.stream:
-            base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": state.llm_name}
-            include = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(engine, ids, params, priority, rid, base, True, include, deadline),
-                                     media_type="text/event-stream")
-        outs = await _collect(engine, ids, params, priority, rid, deadline)
-        completion_tokens = sum(len(o["tokens"]) for o in outs)
-        return {"id": rid, "object": "chat.completion", "created": created, "model": state.llm_name,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": o["text"]},
-                             "finish_reason": o["finish_reason"],
-                             "logprobs": _logprobs_block(engine, o["logprobs"], True) if req.logprobs else None}
-                            for i, o in enumerate(outs)],
-                "usage": {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
-                          "total_tokens": len(ids) + completion_tokens}}
+        model = state.llm_of(req.model)
+        return await _holding(model, lambda: _chat(state, model, req, request))
 
 
 async def _gr_completion(state, req: CompletionRequest) -> dict:
     """A GR model through the completions API: token-id prompt, beam_width, max_tokens = its SID's levels → the
     n best SIDs, each a choice with its tokens and score."""
-    rec = state.ready()
+    model = state.gr(req.model)
+    rec = model.recommender
     if not (isinstance(req.prompt, list) and all(isinstance(t, int) for t in req.prompt)):
         raise ApiError(400, "prompt: a GR model takes a list of token ids", "prompt")
     levels = rec.bundle.vocab.levels
@@ -209,7 +241,8 @@ async def _gr_completion(state, req: CompletionRequest) -> dict:
     request = GRRequest(list(req.prompt), req.beam_width, min(req.n, req.beam_width), catalog=rec.catalog.current)
     try:
         rec.engine.validate(request)
-        result = await rec.engine.submit_async(request)
+        with model.use():
+            result = await rec.engine.submit_async(request)
     except InvalidRequest as e:
         raise ApiError(400, str(e), e.param)
     vocab, sids = rec.bundle.vocab, {}
@@ -220,6 +253,6 @@ async def _gr_completion(state, req: CompletionRequest) -> dict:
                 "score": score, "finish_reason": "length", "logprobs": None}
                for i, (sid, score) in enumerate(sids.items())]
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
-            "model": state.model_name, "choices": choices,
+            "model": model.name, "choices": choices,
             "usage": {"prompt_tokens": len(req.prompt), "completion_tokens": levels * len(choices),
                       "total_tokens": len(req.prompt) + levels * len(choices)}}

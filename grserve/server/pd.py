@@ -64,12 +64,10 @@ async def pull_prefill(state, request: Request, prompts: list[list[int]], priori
 
 
 def add_pd_routes(app: FastAPI, state, errors: dict) -> None:
-    from grserve.server.openai_api import _llm
-
     @app.post("/v1/pd/prefill", responses=errors)
     async def prefill_route(req: PrefillRequest):
         """Prefill instance: the KV of the prompt's full blocks, as a safetensors payload."""
-        engine = _llm(state)
+        engine = state.llm_of().llm
         try:
             engine.check(req.prompt_token_ids, SamplingParams(max_tokens=1))
         except ValueError as e:

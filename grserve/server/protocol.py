@@ -15,6 +15,11 @@ PREFILL_HEADER = "x-grserve-prefill"
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    model: str | None = Field(None, max_length=128, description="the GR model to ask (GET /v1/models lists them); "
+                                                               "through a router, also a traffic split's name; "
+                                                               "default: the first GR model served")
+    user: str | None = Field(None, max_length=256, description="who asks: a router's traffic split keeps each user "
+                                                              "on one side (X-Session-Id when absent)")
     history: list[ItemId] = Field(default_factory=list, max_length=MAX_LIST,
                                   description="item ids, oldest first; unknown ids are ignored with a warning")
     top_n: int = Field(10, ge=1)
@@ -48,7 +53,7 @@ class RecommendedItemOut(BaseModel):
 
 class RecommendResponse(BaseModel):
     id: str
-    model: str
+    model: str = Field(description="the model that answered (through a router's split: the physical model)")
     catalog_version: int = Field(description="the catalog version the whole answer was computed on")
     items: list[RecommendedItemOut]
     warnings: list[str]

@@ -12,8 +12,9 @@ import time
 import uvicorn
 
 from grserve.catalog.change_log import default_state_dir
-from grserve.server.app import create_app, model_name
+from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
+from grserve.server.model_spec import GR
 from grserve.server.threads import size_torch_threads
 
 
@@ -45,9 +46,9 @@ def run_server(config: ServerConfig) -> None:
     # Before the model loads: torch's default is every core of the host, which oversubscribes the CPUs when
     # an affinity mask, a cgroup quota or other instances on the host leave this process fewer.
     size_torch_threads(config.threads)
-    if config.gr_model:  # a served catalog outlives the process
-        config.state_dir = config.state_dir or str(default_state_dir(model_name(config.model)))
-        logging.getLogger("grserve").info("live catalog: change log in %s", config.state_dir)
+    if config.gr_models:  # a served catalog outlives the process
+        config.state_dir = config.state_dir or str(default_state_dir("{model}"))
+        logging.getLogger("grserve").info("live catalogs: change logs in %s", config.state_dir)
     app = create_app(config)
     server = DrainingServer(uvicorn.Config(app, host=config.host, port=config.port, log_level="info",
                                            # one line per request only when asked: under overload (300 req/s) the
@@ -56,7 +57,10 @@ def run_server(config: ServerConfig) -> None:
                                            timeout_graceful_shutdown=int(config.drain_timeout_s) + 1),
                             app.state.grserve, config.drain_timeout_s)
     if config.register:
-        threading.Thread(target=register_when_ready, args=(server, config), name="grserve-register",
+        from grserve.service.registry import Registry
+        registry = Registry(config.register)
+        server.state.follow = lambda model: follow_history(server, registry, model)  # before any model loads
+        threading.Thread(target=register_when_ready, args=(server, config, registry), name="grserve-register",
                          daemon=True).start()
     threading.Thread(target=after_load, args=(server,), name="grserve-load-watch", daemon=True).start()
     server.run()
@@ -81,10 +85,10 @@ def after_load(server: DrainingServer) -> None:
 
 
 def instance_load(state) -> dict:
-    """What heartbeats report: the GR engine's queue and beam rows, the LLM cache's use and prefix blocks."""
+    """What heartbeats report: the GR engines' queues and beam rows, the LLM cache's use and prefix blocks."""
     load = {"queue_depth": 0, "running_rows": 0, "kv_usage": 0.0, "prefix_hashes": []}
-    if state.recommender is not None:
-        engine = state.recommender.engine
+    for model in state.models.of_kind(GR):
+        engine = model.recommender.engine
         load["queue_depth"] += engine.waiting_requests
         load["running_rows"] += engine.running_rows
     if state.llm is not None:
@@ -95,36 +99,51 @@ def instance_load(state) -> dict:
     return load
 
 
-def register_when_ready(server: DrainingServer, config: ServerConfig) -> None:
-    """Registers once the socket listens and the models are loaded, with a GR catalog caught up with its
-    model's history in etcd, then heartbeats until drained."""
+def served_fields(state) -> dict:
+    """What heartbeats say of the models served: each one with its catalog's version and state, and (for routers
+    that read only those) the default GR model's catalog fields."""
+    from grserve.service.registry import ModelInfo
+    models = [ModelInfo(m.name, m.kind, **m.catalog_report()) for m in state.models]
+    default = state.models.default_gr()
+    return {"models": models, **(default.catalog_report() if default is not None else {})}
+
+
+def follow_history(server: DrainingServer, registry, model):
+    """The catalog sync of a GR model being loaded: caught up with its history in etcd before it returns, then
+    following it; a new version heartbeats at once (once registered)."""
     from grserve.service.catalog_history import CatalogHistory
     from grserve.service.catalog_sync import CatalogSync
-    from grserve.service.registry import InstanceInfo, Registry
+    config = server.state.config
+    sync = CatalogSync(CatalogHistory(registry, model.name), model.recommender.catalog, config.catalog_poll_s)
+
+    def beat() -> None:
+        if server.registration is not None:
+            server.registration.beat_now()
+    sync.on_change = beat
+    return sync.start()
+
+
+def register_when_ready(server: DrainingServer, config: ServerConfig, registry) -> None:
+    """Registers once the socket listens and the models are loaded (each GR catalog caught up with its model's
+    history in etcd as it loaded), then heartbeats until drained; a change of the models served beats at once."""
+    from grserve.service.registry import InstanceInfo
     from grserve.service.roles import RoleSwitcher
     state = server.state
     while not (server.started and state.loaded) and not server.should_exit:
         time.sleep(0.05)
     if server.should_exit:
         return
-    registry = Registry(config.register)
-    sync = None
-    if state.recommender is not None:
-        sync = CatalogSync(CatalogHistory(registry, state.model_name), state.recommender.catalog,
-                           config.catalog_poll_s).start()
-    catalog_fields = sync.report if sync is not None else dict
-    kinds = (["gr"] if config.gr_model else []) + (["llm"] if config.llm_model else [])
+    default = state.models.default_gr() or state.models.llm()
     info = InstanceInfo(instance_id=f"{config.host}:{config.port}",
                         address=config.advertise or f"http://{config.host}:{config.port}",
-                        model=state.model_name if config.gr_model else state.llm_name, kinds=kinds, role=config.role,
-                        **catalog_fields())
+                        model=default.name if default else "", kinds=sorted({m.kind for m in state.models}),
+                        role=config.role, **served_fields(state))
     if state.llm is not None:
         info.block_size = state.llm.blocks.block_size
     server.registration = registry.register(info, ttl=config.lease_ttl_s)
-    if sync is not None:  # routers see a new version at once, not a heartbeat later
-        sync.on_change = server.registration.beat_now
+    state.on_models_changed = server.registration.beat_now
     switch = RoleSwitcher(registry, server.registration) if config.dynamic_pd else dict
-    server.registration.start_heartbeats(lambda: {**instance_load(state), **catalog_fields(), **switch()},
+    server.registration.start_heartbeats(lambda: {**instance_load(state), **served_fields(state), **switch()},
                                          interval=config.heartbeat_s)
     logging.getLogger("grserve").info("registered %s (incarnation %s) in %s", info.instance_id, info.incarnation,
                                       config.register)

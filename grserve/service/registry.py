@@ -25,9 +25,10 @@ from etcd3gw.lease import Lease
 
 log = logging.getLogger(__name__)
 
-# What heartbeats rewrite: the load, the role (dynamic PD switches it) and the catalog version.
+# What heartbeats rewrite: the load, the role (dynamic PD switches it), the models served (loaded and unloaded
+# at run time) and their catalogs' versions.
 LOAD_FIELDS = frozenset({"queue_depth", "running_rows", "kv_usage", "p99_ms", "prefix_hashes", "role",
-                         "role_changed", "catalog_version", "catalog_error"})
+                         "role_changed", "catalog_version", "catalog_error", "models"})
 
 
 class RegistryError(RuntimeError):
@@ -35,11 +36,30 @@ class RegistryError(RuntimeError):
 
 
 @dataclass
+class ModelInfo:
+    """One model an instance serves, with its catalog's version in the model's shared history (GR)."""
+    name: str
+    kind: Literal["gr", "llm"]
+    catalog_version: int = 0
+    catalog_error: str = ""  # why its catalog is out of step with that history ("": in step)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelInfo:
+        if not isinstance(data, dict):
+            raise TypeError(f"a model is a JSON object, got {data!r}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
 class InstanceInfo:
     instance_id: str  # stable across restarts, e.g. "host:port"
     address: str  # http://host:port
-    model: str
+    model: str  # its default model (the first GR model, else its LLM)
     kinds: list[str] = field(default_factory=lambda: ["gr"])  # "gr" and/or "llm"
+    # Every model it serves, its default GR model the first GR one; None from an instance that lists none (it
+    # serves `model` alone, of the first of `kinds`, with the catalog fields below).
+    models: list[ModelInfo] | None = None
     role: Literal["mixed", "prefill", "decode"] = "mixed"
     role_changed: float = 0.0  # unix time of the last dynamic-PD switch (0: never)
     # New with every InstanceInfo, i.e. every process start: a router tells a restart (cold caches, lost
@@ -53,8 +73,8 @@ class InstanceInfo:
     kv_usage: float = 0.0  # 0..1
     p99_ms: float = 0.0
     prefix_hashes: list[int] = field(default_factory=list)  # cached prompt prefixes, for cache-aware routing
-    catalog_version: int = 0  # the GR catalog's version, in the model's history shared through etcd
-    catalog_error: str = ""  # why the catalog is out of step with that history ("": in step)
+    catalog_version: int = 0  # the default GR model's catalog version, in the model's history shared through etcd
+    catalog_error: str = ""  # why that catalog is out of step with the history ("": in step)
     updated: float = 0.0  # unix time of the last heartbeat
 
     def state(self, now: float | None = None) -> Literal["alive", "suspect"]:
@@ -62,6 +82,19 @@ class InstanceInfo:
         Compares the instance's clock with ours: exact on one host, fine across hosts kept in sync by NTP."""
         now = time.time() if now is None else now
         return "suspect" if now - self.updated > 2 * self.heartbeat_interval else "alive"
+
+    def served(self) -> list[ModelInfo]:
+        """The models it serves, in its order."""
+        if self.models is not None:
+            return self.models
+        return [ModelInfo(self.model, "gr" if "gr" in self.kinds else "llm", self.catalog_version, self.catalog_error)]
+
+    def serving(self, name: str) -> ModelInfo | None:
+        return next((m for m in self.served() if m.name == name), None)
+
+    def default_gr(self) -> str | None:
+        """The GR model it answers requests naming none with."""
+        return next((m.name for m in self.served() if m.kind == "gr"), None)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +107,10 @@ class InstanceInfo:
         data = json.loads(text)
         # Unknown keys are dropped, so routers keep reading while instances of a newer version roll out.
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        info = cls(**{k: v for k, v in data.items() if k in known})
+        if info.models is not None:
+            info.models = [ModelInfo.from_dict(m) for m in info.models]
+        return info
 
 
 class Registry:

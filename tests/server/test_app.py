@@ -12,6 +12,7 @@ from grserve.client import AsyncGRServeClient, GRServeClient, GRServeError
 from grserve.recommender import Recommender
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
+from grserve.server.model_spec import DEFAULT_NAME
 from tests.conftest import make_bundle
 from tests.server.conftest import running
 
@@ -38,7 +39,7 @@ def test_health_models_openapi(base_url, bundle):
     assert {"/v1/recommend", "/v1/recommend/batch", "/v1/models", "/health", "/metrics"} <= set(spec["paths"])
     schema = spec["components"]["schemas"]["RecommendRequest"]
     assert schema["additionalProperties"] is False
-    assert {"history", "top_n", "beam_width", "exclude", "allow", "exclude_history", "timeout_ms",
+    assert {"model", "user", "history", "top_n", "beam_width", "exclude", "allow", "exclude_history", "timeout_ms",
             "request_id", "priority"} == set(schema["properties"])
     assert {"400", "429", "504"} <= set(spec["paths"]["/v1/recommend"]["post"]["responses"])
 
@@ -133,7 +134,8 @@ def test_metrics_parse_and_move(base_url):
                 for fam in text_string_to_metric_families(text) for s in fam.samples}
     before = samples()
     key = ("grserve:http_requests_total", (("endpoint", "/v1/recommend"), ("status", "200")))
-    e2e = ("grserve:e2e_request_latency_seconds_count", ())
+    model = (("model", DEFAULT_NAME),)  # the model a server made with one Recommender serves it as
+    e2e = ("grserve:e2e_request_latency_seconds_count", model)
     with GRServeClient(base_url) as c:
         for _ in range(3):
             c.recommend(["i3"], top_n=2, beam_width=4)
@@ -146,8 +148,8 @@ def test_metrics_parse_and_move(base_url):
     for name in ("grserve:num_requests_waiting", "grserve:kv_cache_usage_bytes", "grserve:batch_size_requests_count",
                  "grserve:request_queue_time_seconds_count", "grserve:request_prefill_time_seconds_count",
                  "grserve:request_decode_time_seconds_count", "grserve:beam_selection_time_seconds_count"):
-        assert (name, ()) in after
-    assert after[("grserve:kv_cache_usage_bytes", ())] > 0
+        assert (name, model) in after
+    assert after[("grserve:kv_cache_usage_bytes", model)] > 0
 
 
 def test_flood_beyond_queue_gets_429_while_admitted_succeed(bundle):
@@ -189,7 +191,7 @@ def test_deadline_that_cannot_be_met_is_504(bundle):
     assert isinstance(late, GRServeError) and late.status == 504
     assert late.body["error"]["type"] == "timeout_error" and late.param == "timeout_ms"
     assert all(isinstance(r, dict) for r in results[:-1])
-    assert "grserve:requests_timed_out_total 1.0" in metrics
+    assert f'grserve:requests_timed_out_total{{model="{DEFAULT_NAME}"}} 1.0' in metrics
 
 
 def test_request_the_plan_answers_late_is_refused_at_once_with_429(bundle):
@@ -213,8 +215,8 @@ def test_request_the_plan_answers_late_is_refused_at_once_with_429(bundle):
     assert "after its deadline" in e.body["error"]["message"]
     assert e.retry_after == math.ceil((1.0 + 0.01 * work) * 1.1)
     assert len(answered["items"]) == 5
-    assert 'grserve:requests_rejected_total{reason="deadline"} 1.0' in metrics
-    assert "grserve:requests_refused_deadline_total 1.0" in metrics
+    assert f'grserve:requests_rejected_total{{model="{DEFAULT_NAME}",reason="deadline"}} 1.0' in metrics
+    assert f'grserve:requests_refused_deadline_total{{model="{DEFAULT_NAME}"}} 1.0' in metrics
 
 
 def test_scheduler_never_starts_an_expired_request(bundle):

@@ -14,6 +14,7 @@ from grserve.client import GRServeClient, GRServeError
 from grserve.recommender import Recommender
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
+from grserve.server.model_spec import DEFAULT_NAME
 from tests.catalog.oracle import CatalogModel, assert_same_answer, reference_answer
 from tests.conftest import make_bundle
 from tests.server.conftest import running
@@ -208,10 +209,12 @@ def test_metrics_and_openapi(bundle):
         samples = {(s.name, tuple(s.labels.items())): s.value
                    for f in text_string_to_metric_families(httpx.get(url + "/metrics").text) for s in f.samples}
         spec = httpx.get(url + "/openapi.json").json()
-    assert samples[("grserve:catalog_version", ())] == 2
-    assert samples[("grserve:catalog_items", ())] == 151 and samples[("grserve:catalog_disabled_items", ())] == 2
-    assert samples[("grserve:catalog_changes_total", (("kind", "availability"),))] == 1
-    assert samples[("grserve:catalog_changes_total", (("kind", "rollback"),))] == 0
+    model = ("model", DEFAULT_NAME)  # the name a server made with one Recommender serves it by
+    assert samples[("grserve:catalog_version", (model,))] == 2
+    assert samples[("grserve:catalog_items", (model,))] == 151
+    assert samples[("grserve:catalog_disabled_items", (model,))] == 2
+    assert samples[("grserve:catalog_changes_total", (("kind", "availability"), model))] == 1
+    assert samples[("grserve:catalog_changes_total", (("kind", "rollback"), model))] == 0
     assert samples[("grserve:http_requests_total", (("endpoint", "/v1/catalog/items"), ("status", "200")))] == 1
     paths = spec["paths"]
     assert {"/v1/catalog", "/v1/catalog/items", "/v1/catalog/availability", "/v1/catalog/rollback"} <= set(paths)

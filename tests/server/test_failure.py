@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from grserve.recommender import Recommender
-from grserve.server import app as app_module
+from grserve.server import models_api
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
 from tests.server.conftest import free_port, running
@@ -46,7 +46,7 @@ def test_dead_gr_engine_is_503_with_the_reason(tiny_bundle):
 
 def test_dead_llm_engine_is_503_for_plain_and_streaming_requests(llm_dir):
     from grserve.engine.llm_engine import LLMEngine
-    config = ServerConfig(model=str(llm_dir))
+    config = ServerConfig(model=f"m={llm_dir}")  # the LLM the requests below name
     llm = LLMEngine(llm_dir, config.llm)
     llm.runner.execute = explode
     body = {"model": "m", "prompt": [5, 6, 7], "max_tokens": 4}
@@ -64,11 +64,11 @@ def test_dead_llm_engine_is_503_for_plain_and_streaming_requests(llm_dir):
 def test_health_reports_loading_while_a_good_model_loads(tiny_bundle, monkeypatch):
     release = threading.Event()
 
-    def slow_load(config):
+    def slow_load(config, spec):
         assert release.wait(30)
         return Recommender(tiny_bundle, config.engine)
 
-    monkeypatch.setattr(app_module, "load_recommender", slow_load)
+    monkeypatch.setattr(models_api, "load_recommender", slow_load)
     with running(create_app(ServerConfig())) as url:
         r = httpx.get(url + "/health")
         assert r.status_code == 503 and r.json() == {"status": "loading", "detail": None}
