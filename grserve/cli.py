@@ -102,8 +102,10 @@ def cmd_router(args) -> None:
     if args.tokenizer:
         from grserve.model.tokenizer import load_tokenizer
         tokenizer = load_tokenizer(args.tokenizer)
-    uvicorn.run(create_router_app(args.etcd, args.policy, args.retries, tokenizer=tokenizer), host=args.host,
-                port=args.port, log_level="info")
+    from grserve.service.splits import load_splits, parse_split
+    splits = [parse_split(s) for s in args.split or []] + (load_splits(args.splits) if args.splits else [])
+    uvicorn.run(create_router_app(args.etcd, args.policy, args.retries, tokenizer=tokenizer, splits=splits),
+                host=args.host, port=args.port, log_level="info")
 
 
 def _with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -206,6 +208,12 @@ def _add_router(sub) -> None:
     p.add_argument("--retries", type=int, default=2, help="other instances tried after a failure "
                                                           "(default: %(default)s)")
     p.add_argument("--tokenizer", help="the served LLM's model directory: cache-aware routing of text prompts")
+    p.add_argument("--split", action="append", metavar="NAME=MODEL:WEIGHT,...",
+                   help="a traffic split (repeatable): requests for model NAME go to the models listed in "
+                        "proportion to their weights, each user (`user`, else X-Session-Id) always to the same one, "
+                        "e.g. home=gr-a:90,gr-b:10")
+    p.add_argument("--splits", metavar="FILE", help="traffic splits from a TOML, YAML or JSON file: one table per "
+                                                   "split, NAME = {MODEL = WEIGHT, ...}")
     p.set_defaults(func=cmd_router)
 
 

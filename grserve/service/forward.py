@@ -14,8 +14,11 @@ Retry rule, within the request's deadline (its `timeout_ms`, else the router's d
   a step of compute, and the instance would only answer 504.
 A request that finds no live instance waits for up to about one poll of the instance cache (within its
 deadline) before it is refused: an instance that has just registered, or whose heartbeat a busy machine
-delayed, is routed to rather than answered 503. A GR request goes only to instances at their model's current
-catalog version while one is alive (catalog_routes.CatalogVersions)."""
+delayed, is routed to rather than answered 503. A request goes only to instances serving its model
+(model_routing.py: the model it names, the one its traffic split chose, or the default GR model), a GR request
+only to those at the model's current catalog version while one is alive (catalog_routes.CatalogVersions); an
+instance that answers 404 naming the model (it was unloaded there since its last heartbeat) is skipped like a
+503, and the client gets the 404 only when every instance tried said so."""
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +33,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from grserve.server.protocol import PREFILL_HEADER, error_body
 from grserve.service.catalog_routes import CatalogVersions
+from grserve.service.model_routing import MODEL_HEADER, default_gr, named_model, not_served, serves
 from grserve.service.policies import LeastLoaded, affinity
 from grserve.service.prompts import request_token_ids
+from grserve.service.splits import Split
 
 RETRYABLE = (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError,
              httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -56,12 +61,16 @@ class Attempts:
     """What the instances tried so far answered, and the answer the client gets when none served it."""
     tried: set[str] = field(default_factory=set)
     busy: dict[str, int] = field(default_factory=dict)  # instance_id -> Retry-After of its 429
+    unserved: set[str] = field(default_factory=set)  # instances that answered 404: they no longer serve the model
+    not_found: dict | None = None  # the last such 404's body
     last_error: str = NO_INSTANCE
 
     def refuse(self, out_of_time: bool) -> JSONResponse:
         """429 with the smallest Retry-After when any instance was at capacity (the client should come back,
-        not fail); else 504 when the deadline left no time to try another instance, else 503 (none live, or
-        every one tried failed)."""
+        not fail); else 404 when every instance tried no longer serves the model; else 504 when the deadline
+        left no time to try another instance, else 503 (none live, or every one tried failed)."""
+        if self.tried and self.tried == self.unserved:
+            return JSONResponse(self.not_found, status_code=404)
         if self.busy:
             wait = min(self.busy.values())
             names = ", ".join(sorted(self.busy))
@@ -74,6 +83,17 @@ class Attempts:
         return JSONResponse(error_body(status, message, "timeout_ms" if status == 504 else None,
                                        "timeout_error" if status == 504 else "unavailable"),
                             status_code=status, headers={"Retry-After": "1"} if status == 503 else None)
+
+
+def _not_serving(r: httpx.Response) -> dict | None:
+    """The body of an instance's 404 saying it does not serve the model (not one for a route it lacks)."""
+    if r.status_code != 404:
+        return None
+    try:
+        body = r.json()
+        return body if body["error"]["param"] == "model" else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def request_deadline(body: dict, default_timeout_s: float) -> float:
@@ -89,26 +109,46 @@ class Forwarder:
 
     def __init__(self, cache, client: httpx.AsyncClient, chooser, inflight, versions: CatalogVersions, metrics: dict,
                  policy: str, tokenizer=None, retries: int = 2, default_timeout_s: float = 30.0,
-                 min_retry_s: float = MIN_RETRY_S, poll_interval: float = 0.5):
+                 min_retry_s: float = MIN_RETRY_S, poll_interval: float = 0.5, splits: dict[str, Split] | None = None):
         self.cache, self.client, self.chooser, self.inflight = cache, client, chooser, inflight
+        self.splits = splits or {}
         self.versions = versions
         self.forwarded, self.retried, self.paired = metrics["forwarded"], metrics["retried"], metrics["paired"]
         self.policy, self.tokenizer, self.retries = policy, tokenizer, retries
         self.default_timeout_s, self.min_retry_s, self.poll_interval = default_timeout_s, min_retry_s, poll_interval
 
-    def candidates(self, kind: str | None, tried: set[str]) -> list:
-        live = [i for i in self.cache.alive() if kind is None or kind in i.kinds]
+    def candidates(self, kind: str | None, model: str | None, tried: set[str]) -> list:
+        live = [i for i in self.cache.alive() if serves(i, model, kind)]
         # The current version among all live instances: one tried already still holds older ones back.
-        live = self.versions.routable(live) if kind == "gr" else live
+        live = self.versions.routable(live, model) if kind == "gr" and model is not None else live
         return [i for i in live if i.instance_id not in tried]
 
-    async def live_or_wait(self, kind: str | None, deadline: float) -> list:
-        """The live instances of `kind`; with none, waits up to a poll and a half of the cache (and never past
-        the deadline) for one to appear."""
+    async def live_or_wait(self, kind: str | None, model: str | None, deadline: float) -> list:
+        """The live instances serving `model` (None: any) of `kind`; with none, waits up to a poll and a half of
+        the cache (and never past the deadline) for one to appear."""
         until = min(deadline, time.monotonic() + 1.5 * self.poll_interval)
-        while not (live := self.candidates(kind, set())) and time.monotonic() < until:
+        while not (live := self.candidates(kind, model, set())) and time.monotonic() < until:
             await asyncio.sleep(min(0.02, self.poll_interval / 4))
         return live
+
+    async def routed(self, request: Request, path: str, body: dict, kind: str | None, deadline: float):
+        """(model, live instances serving it, whether the body now names it) for the request, or the answer
+        refusing it: 400 for an ambiguous model, 404 for one no live instance serves."""
+        named = named_model(body, path, request.headers, self.splits)
+        if isinstance(named, JSONResponse):
+            return named
+        model, split = named
+        live = await self.live_or_wait(kind, model, deadline)
+        if model is None and kind == "gr" and live:
+            # every live GR instance answers it by default (else a 400), so the body need not name it
+            model = default_gr(live)
+            if isinstance(model, JSONResponse):
+                return model
+            live = self.candidates(kind, model, set())
+        elif not live and model is not None and not any(serves(i, model, kind) for i in self.cache.alive()):
+            served = sorted({m.name for i in self.cache.alive() for m in i.served()})
+            return not_served(model, served, split)
+        return model, live, split is not None
 
     def pick(self, live, prompt: list[int] | None, session: str | None, kind: str | None):
         """The instance to send the request to, and the prefill instance to pair it with (or None).
@@ -132,17 +172,21 @@ class Forwarder:
         body = body if isinstance(body, dict) else {}
         deadline = request_deadline(body, self.default_timeout_s)
         kind = KIND_OF_PATH[path] or ("gr" if "beam_width" in body else "llm")
+        routed = await self.routed(request, path, body, kind, deadline)
+        if isinstance(routed, JSONResponse):
+            return routed
+        model, live, renamed = routed
+        raw = json.dumps(body).encode() if renamed else raw
         # Tokenizing costs the router CPU: done only for the policy that reads the prompt.
         prompt = request_token_ids(path, body, self.tokenizer) if self.policy == "cache-aware" and kind == "llm" \
             else None
         headers = {"content-type": request.headers.get("content-type", "application/json")}
         if "authorization" in request.headers:  # the client's API key, for instances that ask for one
             headers["authorization"] = request.headers["authorization"]
-        send = {"raw": raw, "path": path, "streamed": bool(body.get("stream")), "headers": headers}
-        attempts = Attempts()
-        live, out_of_time = await self.live_or_wait(kind, deadline), False
+        send = {"raw": raw, "path": path, "streamed": bool(body.get("stream")), "headers": headers, "model": model}
+        attempts, out_of_time = Attempts(), False
         for n in range(self.retries + 1):
-            live = live if n == 0 else self.candidates(kind, attempts.tried)
+            live = live if n == 0 else self.candidates(kind, model, attempts.tried)
             remaining = deadline - time.monotonic()
             out_of_time = remaining <= 0 or (n > 0 and remaining < self.min_retry_s)
             if not live or out_of_time:
@@ -170,15 +214,21 @@ class Forwarder:
             if send["streamed"] and r.status_code != 200:
                 await r.aread()
             self.forwarded.labels(instance=inst.instance_id, status=str(r.status_code)).inc()
-            if r.status_code in (429, 502, 503):
+            unserved = _not_serving(r)
+            if r.status_code in (429, 502, 503) or unserved:
                 self.retried.labels(instance=inst.instance_id).inc()
                 if r.status_code == 429:
                     attempts.busy[inst.instance_id] = retry_after_s(r.headers)
+                if unserved:
+                    attempts.unserved.add(inst.instance_id)
+                    attempts.not_found = unserved
                 attempts.last_error = f"instance {inst.instance_id} answered {r.status_code}"
                 return None
+            model = {MODEL_HEADER: send["model"]} if send["model"] else {}
             if send["streamed"] and r.status_code == 200:
                 relaying = True
-                return StreamingResponse(self.relay(inst.instance_id, r), media_type="text/event-stream")
+                return StreamingResponse(self.relay(inst.instance_id, r), media_type="text/event-stream",
+                                         headers=model)
         except RETRYABLE as e:
             self.retried.labels(instance=inst.instance_id).inc()
             self.cache.mark_suspect(inst.instance_id)
@@ -191,7 +241,7 @@ class Forwarder:
             if not relaying:
                 self.inflight[inst.instance_id] -= 1
         keep = {k: v for k, v in r.headers.items() if k.lower() in ("content-type", "retry-after")}
-        return Response(r.content, status_code=r.status_code, headers=keep)
+        return Response(r.content, status_code=r.status_code, headers={**keep, **model})
 
     async def relay(self, instance_id: str, upstream: httpx.Response):
         """The instance's server-sent events, passed on whole: an event cut by a failure is dropped, and a

@@ -8,8 +8,10 @@ client gets when none serves it) are `forward.py`'s. `/health` is 503 while the 
 its instance cache is read from etcd before the router accepts a connection, so once `/health` says 200 the
 requests behind it find the instances it counted.
 
-GR requests go only to instances at their model's current catalog version while one is alive, and the catalog
-admin routes are forwarded to one instance of the model (`catalog_routes`).
+Each request goes only to instances serving its model (a 404 naming it when none does); a traffic split sends a
+logical name's requests to its physical models in set proportions, sticky per user (`model_routing`,
+`splits`). GR requests go only to instances at their model's current catalog version while one is alive, and the
+catalog admin routes are forwarded to one instance of the model (`catalog_routes`).
 
 Cache-aware routing computes the prompt's token ids in the router (`prompts`), hashes them in each
 instance's block size, and matches the hashes against the prefix blocks the instances report."""
@@ -22,8 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from grserve.service.catalog_routes import CatalogVersions, add_catalog_routes
 from grserve.service.forward import KIND_OF_PATH, MIN_RETRY_S, Forwarder
+from grserve.service.model_routing import model_cards
 from grserve.service.policies import POLICIES, new_inflight
 from grserve.service.registry import InstanceCache, Registry
+from grserve.service.splits import Split, by_name
 
 
 def router_metrics(registry: CollectorRegistry) -> dict[str, Counter]:
@@ -39,12 +43,15 @@ def router_metrics(registry: CollectorRegistry) -> dict[str, Counter]:
 
 def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int = 2,
                       default_timeout_s: float = 30.0, poll_interval: float = 0.5,
-                      prefix: str = "/grserve/instances/", tokenizer=None, min_retry_s: float = MIN_RETRY_S) -> FastAPI:
+                      prefix: str = "/grserve/instances/", tokenizer=None, min_retry_s: float = MIN_RETRY_S,
+                      splits: list[Split] = ()) -> FastAPI:
     """`tokenizer` (the served LLM's, from `load_tokenizer`) lets cache-aware routing match text prompts and
     chats; without it only token-id prompts are matched, the rest go by load. `retries`: other instances tried
-    after a failure or a 429; `min_retry_s`: the least time left of a request's deadline for a retry to start."""
+    after a failure or a 429; `min_retry_s`: the least time left of a request's deadline for a retry to start.
+    `splits`: the traffic splits, by their logical names."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {sorted(POLICIES)}, got {policy!r}")
+    named_splits = by_name(list(splits))
     cache = InstanceCache(Registry(etcd_url, prefix=prefix), interval=poll_interval)
     chooser, inflight, versions = POLICIES[policy](), new_inflight(), CatalogVersions()
     registry = CollectorRegistry()
@@ -58,7 +65,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
 
     app = FastAPI(title="grserve router", lifespan=lifespan)
     forwarder = Forwarder(cache, client, chooser, inflight, versions, router_metrics(registry), policy, tokenizer,
-                          retries, default_timeout_s, min_retry_s, poll_interval)
+                          retries, default_timeout_s, min_retry_s, poll_interval, named_splits)
 
     def route(path: str):
         async def endpoint(request: Request):
@@ -77,12 +84,7 @@ def create_router_app(etcd_url: str, policy: str = "least-loaded", retries: int 
 
     @app.get("/v1/models")
     async def models():
-        data, seen = [], set()
-        for inst in cache.alive():
-            if inst.model not in seen:
-                seen.add(inst.model)
-                data.append({"id": inst.model, "object": "model", "owned_by": "grserve", "kinds": inst.kinds})
-        return {"object": "list", "data": data}
+        return {"object": "list", "data": model_cards(cache.alive(), versions.of, named_splits)}
 
     @app.get("/v1/instances")
     async def instances():

@@ -123,16 +123,17 @@ def test_a_change_sent_once_reaches_every_instance(cluster, etcd, tiny_bundle):
                                                                                   "availability"]
 
 
-@pytest.mark.parametrize("method,path,body,param", [
-    ("POST", "/v1/catalog/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, 5]}]}, "items.0.semantic_id"),
-    ("POST", "/v1/catalog/availability", {"disable": ["nope"]}, "disable.0"),
-    ("POST", "/v1/catalog/rollback?model=other", {}, "model"),
+@pytest.mark.parametrize("method,path,body,status,param", [
+    ("POST", "/v1/catalog/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, 5]}]}, 400,
+     "items.0.semantic_id"),
+    ("POST", "/v1/catalog/availability", {"disable": ["nope"]}, 400, "disable.0"),
+    ("POST", "/v1/catalog/rollback?model=other", {}, 404, "model"),  # the router's own: no instance serves it
 ])
-def test_a_bad_change_through_the_router_is_the_instances_400(cluster, method, path, body, param):
+def test_a_bad_change_through_the_router_is_the_instances_400(cluster, method, path, body, status, param):
     router, urls, *_ = cluster
     before = [GRServeClient(u, admin_token=TOKEN).catalog()["version"] for u in urls]
     r = httpx.request(method, router + path, json=body, headers=AUTH)
-    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert r.status_code == status and r.json()["error"]["param"] == param, r.text
     r = httpx.post(router + "/v1/catalog/availability", json={"disable": ["i1"]})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert [GRServeClient(u, admin_token=TOKEN).catalog()["version"] for u in urls] == before
