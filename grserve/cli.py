@@ -1,4 +1,4 @@
-"""The `grserve` command: serve, recommend, train, eval, synth, router, bench, catalog."""
+"""The `grserve` command: serve, recommend, train, eval, synth, router, bench, catalog, import."""
 from __future__ import annotations
 
 import argparse
@@ -220,12 +220,14 @@ def _add_router(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from grserve.bench.cli import add_bench_parser
     from grserve.catalog_cli import add_catalog_parser
+    from grserve.import_cli import add_import_parser
     parser = argparse.ArgumentParser(prog="grserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_serve, _add_recommend, _add_train, _add_eval, _add_synth, _add_router):
         add(sub)
     add_bench_parser(sub, _with_model)
     add_catalog_parser(sub)
+    add_import_parser(sub)
     return parser
 
 

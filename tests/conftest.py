@@ -122,3 +122,19 @@ def llm_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def qwen_dir(tmp_path_factory):
     return make_llm_dir(tmp_path_factory.mktemp("tiny-qwen3"), "Qwen3ForCausalLM", seed=1, tie=True)
+
+
+def make_hf(directory, architecture: str, vocab_size: int, seed: int = 0, **extra):
+    """A tiny random causal LM made by transformers itself and saved with save_pretrained (config.json +
+    safetensors), as a model trained elsewhere comes; `extra`: more of its config."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    config_cls, model_cls = {"LlamaForCausalLM": (LlamaConfig, LlamaForCausalLM),
+                             "Qwen3ForCausalLM": (Qwen3Config, Qwen3ForCausalLM)}[architecture]
+    torch.manual_seed(seed)
+    # a wide init, so that item scores are far apart (no near-ties for float rounding to reorder)
+    config = config_cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=128,
+                        initializer_range=0.3, **extra)
+    model = model_cls(config).eval()
+    model.save_pretrained(directory)
+    return model
