@@ -44,15 +44,20 @@ def cluster(etcd, tmp_path_factory):
     split = parse_split(f"home={names['shop']}:50,{names['news']}:50")
     try:
         with running(create_router_app(etcd.url, "round-robin", poll_interval=0.2, splits=[split])) as router:
-            wait_for(lambda: {names["shop"], names["news"]} <= listed(router), 90, "both instances registered")
-            instances = {i["address"]: [m["name"] for m in i["models"]]
-                         for i in httpx.get(router + "/v1/instances").json()["data"]}
+            instances = wait_for(lambda: registered(router, a_url, b_url), 90, "both instances registered")
             assert instances[a_url] == [names["shop"]] and instances[b_url] == [names["news"], names["shop"]]
             yield router, names, bundles, {"a": a_url, "b": b_url, "extra": str(root / "extra")}
     finally:
         for proc in (a, b):
             proc.terminate()
             proc.wait(30)
+
+
+def registered(router: str, *urls: str) -> dict[str, list[str]] | None:
+    """The models each instance at `urls` registered, once the router sees them all alive."""
+    seen = {i["address"]: [m["name"] for m in i["models"]] for i in httpx.get(router + "/v1/instances").json()["data"]
+            if not i["suspect"] and i["address"] in urls}
+    return seen if len(seen) == len(urls) else None
 
 
 def listed(router: str) -> set[str]:
