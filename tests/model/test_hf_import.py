@@ -1,7 +1,8 @@
 """`grserve import` round trip: a causal LM made here with transformers itself (random weights, saved with
-save_pretrained) and a SID map written here, imported and served over HTTP, answers as the reference beam search
-run on the transformers model (the trie built from the map itself, the scores transformers' log-probabilities);
-a model whose vocabulary or special tokens do not fit the map is refused, naming what is wrong."""
+save_pretrained) and a SID map written here (3 levels, and 4), imported and served over HTTP, answers as the
+reference beam search run on the transformers model (the trie built from the map itself, the scores
+transformers' log-probabilities); a model whose vocabulary or special tokens do not fit the map is refused,
+naming what is wrong."""
 from __future__ import annotations
 
 import json
@@ -44,8 +45,8 @@ def write_map(path, codes: np.ndarray, header: bool = True) -> list[str]:
     return ids
 
 
-def map_codes(seed: int = 0) -> np.ndarray:
-    codes = np.random.default_rng(seed).integers(0, K, size=(ITEMS, LEVELS))
+def map_codes(seed: int = 0, levels: int = LEVELS) -> np.ndarray:
+    codes = np.random.default_rng(seed).integers(0, K, size=(ITEMS, levels))
     codes[1] = codes[0]  # two items share a SID, as the catalog allows
     return codes
 
@@ -54,11 +55,12 @@ def grserve_import(*args: str) -> None:
     main(["import", *args])
 
 
-@pytest.mark.parametrize("architecture", ["LlamaForCausalLM", "Qwen3ForCausalLM"])
-def test_an_imported_model_serves_what_transformers_computes(architecture, tmp_path, capsys):
-    hf = make_hf(tmp_path / "hf", architecture, 3 + LEVELS * K, **({"tie_word_embeddings": True}
+@pytest.mark.parametrize("architecture,levels", [("LlamaForCausalLM", 3), ("Qwen3ForCausalLM", 3),
+                                                 ("LlamaForCausalLM", 4)])
+def test_an_imported_model_serves_what_transformers_computes(architecture, levels, tmp_path, capsys):
+    hf = make_hf(tmp_path / "hf", architecture, 3 + levels * K, **({"tie_word_embeddings": True}
                                                   if architecture == "Qwen3ForCausalLM" else {}))
-    codes = map_codes()
+    codes = map_codes(levels=levels)
     ids = write_map(tmp_path / "map.csv", codes)
     grserve_import("--hf-model", str(tmp_path / "hf"), "--sid-map", str(tmp_path / "map.csv"),
                    "--out", str(tmp_path / "gr"))
@@ -66,11 +68,11 @@ def test_an_imported_model_serves_what_transformers_computes(architecture, tmp_p
     per_sid = Counter(map(tuple, codes.tolist()))
     shared = sum(n for n in per_sid.values() if n > 1)
     assert shared >= 2 and (report["items"], report["levels"], report["codebook_size"], report["shared_sids"]) == (
-        ITEMS, 3, K, shared)
+        ITEMS, levels, K, shared)
 
     # the oracle: transformers' model over the map's own trie, in grserve's token layout
     table = ItemTable(K, codes, ids)
-    trie, vocab, oracle = SIDTrie.from_table(table), GRVocab(K, LEVELS), HFAsGrserve(hf)
+    trie, vocab, oracle = SIDTrie.from_table(table), GRVocab(K, levels), HFAsGrserve(hf)
     config = ServerConfig.of(model=str(tmp_path / "gr"), max_beam_width=16, default_timeout_ms=30_000)
     with running(create_app(config)) as url:
         for history in (["sku-3", "sku-7"], ["sku-0"], []):
