@@ -68,13 +68,10 @@ def search_router(state) -> APIRouter:
                                     "insensitive), or an item id (exact)"),
                      limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="most items to return"),
                      model: str | None = Query(None, description="the GR model whose catalog to search; "
-                                               "default: the one served")) -> dict:
+                                               "default: the first GR model served")) -> dict:
         """Items of the current catalog version whose title contains `q`, or whose id is `q`."""
         query = checked_query(q)
-        rec = state.ready()
-        if model is not None and model != state.model_name:
-            raise ApiError(404, f"model: {model!r} is not served here (this server serves {state.model_name!r})",
-                           "model")
+        rec = state.ready(model)  # 404 naming `model` when it is not served
         snapshot = rec.catalog.current  # read once: the answer is wholly of this version
         return await asyncio.to_thread(lambda: search_body(snapshot, indexes.of(snapshot.table), query, limit))
 

@@ -72,6 +72,15 @@ def test_each_request_is_answered_by_the_model_it_names(served, bundles):
     assert all(max(c["semantic_id"]) < 6 for c in r.json()["choices"])  # news' codebook of 6
 
 
+def test_search_reads_the_catalog_of_the_model_it_names(served):
+    """`shop` has items i0..i59, `news` i0..i44: an id only shop holds is found in shop's catalog alone."""
+    def found(**params):
+        r = httpx.get(served + "/v1/catalog/search", params={"q": "i50", **params}, timeout=60)
+        assert r.status_code == 200, r.text
+        return [i["item_id"] for i in r.json()["data"]]
+    assert found() == found(model="shop") == ["i50"] and found(model="news") == []
+
+
 def test_a_model_no_one_serves_is_a_404_naming_it(served):
     r = recommend(served, model="nope")
     assert r.status_code == 404 and r.json()["error"]["param"] == "model" and "'nope'" in r.json()["error"]["message"]
