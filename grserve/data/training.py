@@ -132,34 +132,42 @@ def model_config(cfg: TrainConfig, vocab: GRVocab) -> ModelConfig:
                        bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
 
 
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Mean cross-entropy over the positions with a target (-100: none). Label smoothing moves that share
-    of each target's probability evenly onto the whole vocabulary: the next item is one pick among many a
-    user would have liked, and a model pushed to certainty on it overfits a small dataset."""
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                             label_smoothing=label_smoothing)
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0,
+                    tokens_per_batch: float | None = None) -> torch.Tensor:
+    """Cross-entropy over the positions with a target (-100: none): their mean, or with `tokens_per_batch`
+    their sum over that number. Length-bucketed batches hold from a few to hundreds of targets, and a
+    per-batch mean would give each short-window target many times the weight of a long one; dividing by the
+    epoch's mean count weighs every target alike, as random batches do on average. Label smoothing moves
+    that share of each target's probability evenly onto the whole vocabulary: the next item is one pick
+    among many a user would have liked, and a model pushed to certainty on it overfits a small dataset."""
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             label_smoothing=label_smoothing,
+                                             reduction="mean" if tokens_per_batch is None else "sum")
+    return loss if tokens_per_batch is None else loss / tokens_per_batch
 
 
-def train_epoch(model: Transformer, batches, table: ItemTable, vocab: GRVocab, optimizer, scheduler,
-                label_smoothing: float, bar=None) -> float:
-    """One pass over `batches` (lists of item-row windows) in train mode, dropout on; the mean loss.
-    The model is left in eval mode, as evaluation and serving run it."""
+def train_epoch(model: Transformer, batches: list, table: ItemTable, vocab: GRVocab, optimizer, scheduler,
+                label_smoothing: float, progress: bool = False, desc: str = "") -> float:
+    """One pass over `batches` (lists of item-row windows) in train mode, dropout on, every target weighed
+    alike; the mean loss per target. The model is left in eval mode, as evaluation and serving run it."""
     model.train()
-    losses = []
-    for rows in batches:
+    tokens_per_batch = sum(len(r) for b in batches for r in b) * table.levels / len(batches)
+    losses, counts = [], []
+    bar = tqdm(batches, desc=desc, disable=not progress)
+    for rows in bar:
         ids, targets = batch_tensors(rows, table, vocab)
         logits, _ = model(ids, torch.arange(ids.shape[1]).expand_as(ids))
-        loss = next_token_loss(logits, targets, label_smoothing)
+        loss = next_token_loss(logits, targets, label_smoothing, tokens_per_batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
-        losses.append(loss.item())
-        if bar is not None:
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        losses.append(loss.item() * tokens_per_batch)
+        counts.append(int((targets != -100).sum()))
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / sum(counts[-50:]):.3f}")
     model.eval()
-    return float(np.mean(losses))
+    return sum(losses) / sum(counts)
 
 
 def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
@@ -192,8 +200,8 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     best, history = (-1.0, None, 0), []
     for epoch in range(1, cfg.epochs + 1):
         batches = length_batches(windows(train_seqs, cfg.max_history_items + 1, rng), cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress)
-        loss = train_epoch(model, bar, table, vocab, optimizer, scheduler, cfg.label_smoothing, bar)
+        loss = train_epoch(model, batches, table, vocab, optimizer, scheduler, cfg.label_smoothing, progress,
+                           f"epoch {epoch}/{cfg.epochs}")
         metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
         history.append({"epoch": epoch, "loss": loss, **metrics})
         if progress:

@@ -103,6 +103,10 @@ def test_label_smoothing_loss_by_hand():
     # Without smoothing it is the plain negative log-likelihood of the target.
     assert next_token_loss(logits[:, :1], targets[:, :1]).item() == pytest.approx(
         math.log(sum(math.exp(x) for x in [2.0, 0.0, -1.0, 0.5])) - 2.0, rel=1e-6)
+    # Over an epoch's mean target count: the sum of the targets' losses divided by it, so a batch of 2
+    # targets weighs half as much as a batch of 4 would (a per-batch mean would weigh them alike).
+    assert next_token_loss(logits, targets, e, tokens_per_batch=4.0).item() == pytest.approx(
+        (smoothed([2.0, 0.0, -1.0, 0.5], 0) + smoothed([0.0, 1.0, 0.0, 3.0], 3)) / 4, rel=1e-6)
 
 
 def test_patience_stops_when_validation_stops_improving(tmp_path):
