@@ -1,10 +1,15 @@
-"""Padded candidate tables, built once per catalog version from the trie's CSR tables.
+"""Candidate tables, built once per catalog version from the trie's CSR tables.
 
 Beam state is a trie *node* per level: level 0 has the root; a level-l node (l >= 1) is a position in the
 trie's `codes[l - 1]` (a valid prefix of l codes), and a leaf, a level-L node for SIDs of L codes, is a valid
-SID. Row `n` of level `l`'s table lists node `n`'s children: their codes, their tokens (for gathering logits)
-and, since children are contiguous in the CSR arrays, the child node of slot `j` is simply `base[n] + j`.
-Selecting a child is then index arithmetic."""
+SID. Node `n`'s children at level `l` are contiguous in the CSR arrays: the child node of slot `j` is simply
+`base[n] + j`, for `j < degree[n]`, and its token is `child_tokens[base[n] + j]`. Selecting a child is then
+index arithmetic.
+
+A level keeps its children flat, not as a [nodes, max_degree] padded table: on a 1M-item catalog the padded
+level-2 table had ~15M slots (130 MB) for ~1M children, and building it and passing it to the serving process
+(catalog/process.py) was most of the cost of a new catalog version. A batch gathers the rows it needs from the
+flat arrays instead, the same gather it made from the padded table."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,32 +23,34 @@ from grserve.items.vocab import GRVocab
 
 @dataclass
 class LevelTable:
-    # [nodes, max_degree] token of each child, ascending; padded with the level's largest token so rows
-    # stay sorted (the dense-mask ablation maps tokens back to slots by binary search).
-    tokens: torch.Tensor
-    valid: torch.Tensor  # [nodes, max_degree] bool
+    child_tokens: torch.Tensor  # [children] token of every child, node by node, ascending within a node
     base: torch.Tensor  # [nodes] child node of slot j is base + j
     degree: torch.Tensor  # [nodes]
+    max_degree: int  # slots per row of `slots` (at least 1)
+    pad_token: int  # the level's largest token: padding keeps a row of `tokens` sorted
 
-    @property
-    def max_degree(self) -> int:
-        return self.tokens.shape[1]
+    def slots(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[rows, max_degree] child node of every slot of `nodes`, and which slots hold a child. Slots past a
+        node's degree name the next nodes' children (or past the end): only `valid` ones may be used."""
+        slot = torch.arange(self.max_degree)
+        return self.base[nodes][:, None] + slot, slot < self.degree[nodes][:, None]
+
+    def tokens(self, children: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The token of each slot `slots` gave: its child's, or `pad_token` where there is none."""
+        flat = self.child_tokens
+        return torch.where(valid, torch.take(flat, children.clamp(max=len(flat) - 1)), self.pad_token)
+
+    def token_of(self, children: torch.Tensor) -> torch.Tensor:
+        """The tokens of child nodes (real ones)."""
+        return self.child_tokens[children]
 
 
-def _pad(starts: np.ndarray, degree: np.ndarray, values: np.ndarray, offset: int, K: int) -> LevelTable:
-    """Node n's children values[starts[n]:starts[n] + degree[n]], one row per node, padded. Only the real
-    children are written (scattered into a table filled with the padding token): on a 1M-item catalog the
-    padded level-2 table has ~14M slots and ~1M children."""
-    nodes, width = len(degree), max(int(degree.max()) if len(degree) else 0, 1)
-    row = np.repeat(np.arange(nodes), degree)
-    slot = np.arange(len(row)) - np.repeat(np.cumsum(degree) - degree, degree)
-    flat = row * width + slot
-    tokens = np.full(nodes * width, offset + K - 1, dtype=np.int64)
-    tokens[flat] = values[starts[row] + slot] + offset
-    valid = np.zeros(nodes * width, dtype=bool)
-    valid[flat] = True
-    return LevelTable(torch.from_numpy(tokens.reshape(nodes, width)), torch.from_numpy(valid.reshape(nodes, width)),
-                      torch.from_numpy(starts), torch.from_numpy(degree))
+def _level(indptr: np.ndarray, codes: np.ndarray, offset: int, K: int) -> LevelTable:
+    degree = np.diff(indptr)
+    # Copies, not views of the trie's memory: sharing a tensor with another process (catalog/process.py)
+    # moves its storage to shared memory and frees the old one, which a view would still point into.
+    return LevelTable(torch.from_numpy(codes + offset), torch.from_numpy(indptr[:-1].copy()),
+                      torch.from_numpy(degree), max(int(degree.max()) if len(degree) else 0, 1), offset + K - 1)
 
 
 @dataclass
@@ -67,11 +74,8 @@ class CandidateTables:
         levels, parent_of = [], []
         for level, (indptr, codes) in enumerate(zip(trie.indptr, trie.codes)):
             indptr = indptr.cpu().numpy()
-            degree = np.diff(indptr)
-            # A copy, not a view of the trie's memory: sharing a tensor with another process (catalog/process.py)
-            # moves its storage to shared memory and frees the old one, which a view would still point into.
-            levels.append(_pad(indptr[:-1].copy(), degree, codes.cpu().numpy(), vocab.offset(level), K))
-            parent_of.append(np.repeat(np.arange(len(degree)), degree))
+            levels.append(_level(indptr, codes.cpu().numpy(), vocab.offset(level), K))
+            parent_of.append(np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)))
         item_indptr, item_rows = trie.item_indptr.cpu().numpy(), trie.item_rows.cpu().numpy()
         items_per_leaf = np.diff(item_indptr)
         leaf_of_item = np.empty(len(item_rows), dtype=np.int64)

@@ -128,8 +128,8 @@ class GRModelRunner:
             grid, grid_width = keep.nonzero().squeeze(1), W
             parent = packed_of_slot[parent_slot[keep]]
             table = batch.catalog.tables.levels[level]
-            tokens = table.tokens[nodes[parent], slot[keep]]
             nodes, scores = table.base[nodes[parent]] + slot[keep], best[keep]
+            tokens = table.token_of(nodes)
             if 0 < level < vocab.levels - 1:  # the next round reads the decode KV of each beam's parent
                 self.kv.reorder(parent.to(dev), grid.to(dev))
             spent["select"] += time.perf_counter() - clock
@@ -144,22 +144,22 @@ class GRModelRunner:
         tables, availability = batch.catalog.tables, batch.catalog.availability
         table = tables.levels[level]
         D = table.max_degree
-        children = table.base[nodes][:, None] + torch.arange(D)
-        ok = table.valid[nodes]
+        children, ok = table.slots(nodes)
+        tokens = table.tokens(children, ok)
         if availability is not None:
             ok &= availability.opens(level, children)
         opened = open_children(batch.filters, grid // grid_width, children, level, tables.num_nodes(level))
         if opened is not None:
             ok &= opened
         if self.config.trie_candidates:
-            cand = (scores[:, None] + logprobs.gather(1, table.tokens[nodes])).masked_fill(~ok, float("-inf"))
+            cand = (scores[:, None] + logprobs.gather(1, tokens)).masked_fill(~ok, float("-inf"))
             return per_beam_topk(cand, W)
         # Ablation: mask the whole vocabulary row, top-k over it, then find each token's child slot.
         dense = torch.full_like(logprobs, float("-inf"))
         # Closed slots all write -inf to token 0 (<pad>, never a child), so only open children are 0.
-        dense.scatter_(1, torch.where(ok, table.tokens[nodes], PAD), torch.zeros(ok.shape).masked_fill(~ok, float("-inf")))
+        dense.scatter_(1, torch.where(ok, tokens, PAD), torch.zeros(ok.shape).masked_fill(~ok, float("-inf")))
         values, top_tokens = per_beam_topk(scores[:, None] + logprobs + dense, W)
-        return values, torch.searchsorted(table.tokens[nodes], top_tokens).clamp(max=D - 1)
+        return values, torch.searchsorted(tokens, top_tokens).clamp(max=D - 1)
 
     def _select(self, batch, level, logprobs, nodes, scores, grid, grid_width, W):
         """Best W children per request over its packed rows → (parent grid slot, child slot, score) for the

@@ -1,5 +1,6 @@
 """Candidate tables against the trie's own `children` (and a hand-built node numbering), at any depth."""
 import pytest
+import torch
 
 from grserve.beam.candidates import CandidateTables
 from grserve.items.vocab import GRVocab
@@ -17,11 +18,13 @@ def test_tables_list_the_trie_children(levels):
         row = t.levels[level]
         for n, prefix in enumerate(nodes[level]):
             kids = b.trie.children(prefix).tolist()
-            assert row.tokens[n, :row.degree[n]].tolist() == [b.vocab.offset(level) + c for c in kids]
+            children, valid = row.slots(torch.tensor([n]))
+            assert int(valid.sum()) == len(kids) and bool(valid[0, :len(kids)].all())
+            assert row.tokens(children, valid)[0, :len(kids)].tolist() == [b.vocab.offset(level) + c for c in kids]
             for j, c in enumerate(kids):
                 assert nodes[level + 1][int(row.base[n]) + j] == prefix + (c,)
                 assert int(t.parent_of[level][int(row.base[n]) + j]) == n
-        tok = row.tokens  # padding keeps rows sorted
+        tok = row.tokens(*row.slots(torch.arange(len(nodes[level]))))  # padding keeps rows sorted
         assert bool((tok[:, 1:] >= tok[:, :-1]).all())
     for leaf, sid in enumerate(nodes[levels]):
         assert t.items_of_leaf(leaf) == b.trie.items_of(*sid)
