@@ -5,6 +5,7 @@ log as JSON.
 An item id is the dataset's own, an integer or a string, kept as a string as the item table keeps it."""
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -144,6 +145,28 @@ def parse_add(items: object, codebook_size: int, levels: int, encode_texts: Text
     for i, sid in _encode(texts, codebook_size, levels, encode_texts):
         new[i][1] = sid
     return AddItems(tuple(NewItem(*fields) for fields in new))
+
+
+def parse_add_body(body: bytes, codebook_size: int, levels: int, encode_texts: TextEncoder | None,
+                   max_items: int | None = None) -> AddItems:
+    """An add request's JSON body, `{"items": [...]}`, as `parse_add` reads its items. The HTTP route hands the
+    body over unread: for a catalog in its own process (catalog/process.py) that keeps the JSON decoding and
+    the checks of 10,000 items (~15 ms) off the serving process's GIL, which its engine's steps need."""
+    try:
+        data = json.loads(body)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise InvalidRequest("body", f"is not JSON: {e}") from None
+    if type(data) is not dict:
+        raise InvalidRequest("body", "must be an object with items")
+    if "items" not in data:
+        raise InvalidRequest("items", "required")
+    unknown = sorted(set(data) - {"items"})
+    if unknown:
+        raise InvalidRequest(unknown[0], "unknown field (the body has items)")
+    items = data["items"]
+    if max_items is not None and isinstance(items, list) and len(items) > max_items:
+        raise InvalidRequest("items", f"at most {max_items} items a change, got {len(items)}")
+    return parse_add(items, codebook_size, levels, encode_texts)
 
 
 def _item(i: int, item: object, codebook_size: int, levels: int, texts: dict[int, str]) -> list:

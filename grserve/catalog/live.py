@@ -67,6 +67,12 @@ class LiveCatalog:
         table = self.base.table
         return self.apply(changes.parse_add(items, table.codebook_size, table.levels, self._text_encoder()))
 
+    def add_items_body(self, body: bytes, max_items: int | None = None) -> CatalogSnapshot:
+        """`add_items` of a request's JSON body (`{"items": [...]}`), read here (changes.parse_add_body)."""
+        table = self.base.table
+        return self.apply(changes.parse_add_body(body, table.codebook_size, table.levels, self._text_encoder(),
+                                                 max_items))
+
     def remove_items(self, item_ids: list) -> CatalogSnapshot:
         return self.apply(changes.RemoveItems(changes.item_ids(item_ids, "item_ids")))
 

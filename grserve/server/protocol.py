@@ -74,3 +74,19 @@ class ErrorResponse(BaseModel):
 
 def error_body(status: int, message: str, param: str | None = None, kind: str = "invalid_request_error") -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def json_body(model: type[BaseModel]) -> dict:
+    """`openapi_extra` of a route that reads its body itself, as `model` describes it: the schema inline, with
+    the models it refers to inlined too (FastAPI lists in the components only the models routes take)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: inline(v) for k, v in node.items()}
+        return [inline(v) for v in node] if isinstance(node, list) else node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}

@@ -113,7 +113,9 @@ def test_each_change_is_answered_at_once_as_the_reference_says(bundle):
 @pytest.mark.parametrize("method,path,body,param", [
     ("POST", "/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, 6]}]}, "items.0.semantic_id"),
     ("POST", "/items", {"items": [{"item_id": "x", "semantic_id": [1, 2]}]}, "items.0.semantic_id"),
-    ("POST", "/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, "a"]}]}, "items.0.semantic_id.2"),
+    ("POST", "/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, "a"]}]}, "items.0.semantic_id"),
+    ("POST", "/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, 3]}], "colour": 1}, "colour"),
+    ("POST", "/items", [{"item_id": "x", "semantic_id": [1, 2, 3]}], "body"),
     ("POST", "/items", {"items": [{"item_id": "x", "semantic_id": [1, 2, 3], "colour": 1}]}, "items.0.colour"),
     ("POST", "/items", {"items": [{"item_id": "x", "text": "red running shoes"}]}, "items.0.text"),
     ("POST", "/items", {"items": []}, "items"),
@@ -220,4 +222,8 @@ def test_metrics_and_openapi(bundle):
     assert {"/v1/catalog", "/v1/catalog/items", "/v1/catalog/availability", "/v1/catalog/rollback"} <= set(paths)
     assert set(paths["/v1/catalog/items"]) == {"post", "delete"}
     assert {"400", "401", "403"} <= set(paths["/v1/catalog/items"]["post"]["responses"])
+    # the route reads its body itself (the catalog checks it), and the schema still says what it takes
+    body = paths["/v1/catalog/items"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    item = body["properties"]["items"]["items"]
+    assert body["required"] == ["items"] and {"item_id", "semantic_id", "text", "title"} == set(item["properties"])
     assert "catalog_version" in spec["components"]["schemas"]["RecommendResponse"]["properties"]
