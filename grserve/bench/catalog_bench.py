@@ -5,10 +5,15 @@ at half its measured peak. Meanwhile the benchmark disables 10,000 random items,
 with SIDs, each through the admin API, a few seconds apart. For each change it reports how long the change
 took to be acknowledged (after which every new request is answered on the new version), whether any answer
 sent after the acknowledgement still used an older version or returned a disabled item, how much longer the
-engine steps that ran during the change took than the median step of the steady load before it (the issue's
-bound: no step delayed by more than one step's time; a step answers its whole batch, so an answer's compute
-time is its step's), and how much later the requests in flight were answered than the slowest of the steady
-load (queueing behind a slow step and the HTTP work of the change included)."""
+engine steps that ran during the change (and in the half second after, the new version's first steps) took
+than steps of the same batch size took under the steady load before it (the issue's bound: no step delayed by
+more than one step's time), and how much later the requests in flight were answered than the slowest of the
+steady load (queueing behind a slow step and the HTTP work of the change included).
+
+A step answers its whole batch: an answer's `timing_ms.compute` is its step's time and `usage.batch_requests`
+its batch size, so the answers give every step once. A step's expected time is a line in its batch size fitted
+to the steady load's steps; a step is delayed by more than one step's time when it took over twice that. The
+same count over the steady load itself says how often that happens with no change at all."""
 from __future__ import annotations
 
 import asyncio
@@ -63,6 +68,7 @@ class Answer:
     version: int | None
     items: list[str]
     compute_ms: float | None
+    batch: int | None  # requests its step answered
 
 
 class Server:
@@ -120,7 +126,8 @@ async def _load(session, url: str, payloads: list[dict], rate: float, seconds: f
         ok = r.status == 200
         answers.append(Answer(sent, time.perf_counter(), r.status, body.get("catalog_version") if ok else None,
                               [i["item_id"] for i in body["items"]] if ok else [],
-                              body["timing_ms"]["compute"] if ok else None))
+                              body["timing_ms"]["compute"] if ok else None,
+                              body["usage"]["batch_requests"] if ok else None))
     await open_loop(send, rate, int(3 * rate * seconds) + 10, seconds, timeout=60)
 
 
@@ -156,29 +163,51 @@ def _latency_ms(answers: list[Answer]) -> dict:
                                           "max": float(lat.max())} if len(lat) else {})}
 
 
-def analyse(answers: list[Answer], changes: dict, disabled: set[str], added: set[str]) -> dict:
+def _steps(answers: list[Answer]) -> list[tuple[float, int]]:
+    """(compute ms, batch size) of every step the answers came from, once each."""
+    return sorted({(a.compute_ms, a.batch) for a in answers if a.compute_ms is not None and a.batch})
+
+
+def step_delays(steps: list[tuple[float, int]], fit: np.ndarray) -> dict:
+    """How the steps compare with `fit` (ms = fit[0] * batch + fit[1]): the longest, the largest ratio to the
+    expected time, and the steps delayed by more than one step's time (over twice the expected)."""
+    if not steps:
+        return {"steps": 0, "max_step_ms": None, "max_ratio": None, "delayed_over_one_step": 0}
+    ms, batch = np.array(steps).T
+    ratio = ms / np.maximum(np.polyval(fit, batch), 1e-3)
+    return {"steps": len(steps), "max_step_ms": float(ms.max()), "max_ratio": round(float(ratio.max()), 2),
+            "delayed_over_one_step": int((ratio > 2).sum())}
+
+
+def step_fit(steps: list[tuple[float, int]]) -> np.ndarray:
+    """A step's expected ms as a line in its batch size, least squares over `steps` (flat when one size only)."""
+    ms, batch = np.array(steps).T
+    return np.polyfit(batch, ms, 1) if len(set(batch)) > 1 else np.array([0.0, float(np.median(ms))])
+
+
+def analyse(answers: list[Answer], changes: dict, disabled: set[str], added: set[str], settle_s: float = 0.5) -> dict:
     first = min(c["sent"] for c in changes.values())
     steady = [a for a in answers if a.done < first and a.status == 200]
     step_ms = float(np.median([a.compute_ms for a in steady])) if steady else None
     base = _latency_ms(steady)
+    fit = step_fit(_steps(steady))
     out = {"failed": sum(a.status != 200 for a in answers), "answers": len(answers),
            "failed_by_status": dict(collections.Counter(str(a.status) for a in answers if a.status != 200)),
-           "steady": base,
-           "step_ms_median": step_ms, "changes": {}}
+           "steady": base, "step_ms_median": step_ms,
+           "step_fit_ms": {"per_request": round(float(fit[0]), 3), "fixed": round(float(fit[1]), 3)},
+           "steady_steps": step_delays(_steps(steady), fit), "changes": {}}
     out["steady"]["max_step_ms"] = max((a.compute_ms for a in steady), default=None)
     for name, c in changes.items():
         after = [a for a in answers if a.sent >= c["acked"] and a.status == 200]
         window = _window(answers, c["sent"], c["acked"])
         during = _latency_ms(window)
-        # A step answers its whole batch, so each answer's compute time is its step's duration.
-        max_step = max((a.compute_ms for a in window if a.compute_ms is not None), default=0.0)
+        steps = step_delays(_steps(_window(answers, c["sent"], c["acked"] + settle_s)), fit)
         out["changes"][name] = {
             "ack_ms": 1000 * (c["acked"] - c["sent"]), "version": c["version"],
             "answers_after_ack": len(after),
             "older_version_after_ack": sum(a.version < c["version"] for a in after),
             "in_flight": during, "max_delay_over_steady_ms": during.get("max", 0.0) - base.get("max", 0.0),
-            "max_step_ms": max_step, "step_delay_over_median_ms": max_step - (step_ms or 0.0),
-            "delay_within_one_step": step_ms is not None and max_step - step_ms <= step_ms,
+            "steps": steps, "delay_within_one_step": steps["delayed_over_one_step"] == 0,
         }
     after_disable = [a for a in answers if a.sent >= changes["disable"]["acked"]]
     out["changes"]["disable"]["disabled_items_returned"] = sum(bool(disabled & set(a.items)) for a in after_disable)

@@ -23,6 +23,7 @@ import torch
 from grserve.bundle import GRBundle
 from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.engine.config import EngineConfig
+from grserve.engine.core_loan import CoreLoan
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.model_runner import BatchBeams, GRModelRunner, PreparedBatch
 from grserve.engine.request import GRRequest, GRResult
@@ -46,9 +47,8 @@ class GREngine:
         self.step_hooks: list[Callable[[PreparedBatch, BatchBeams], None]] = []
         self.running_requests = self.running_rows = 0
         # Set while other CPU work of this server runs (the catalog process building a version): steps then run
-        # on one torch thread fewer. Sharing a core with it, a thread team waits at every barrier for the member
-        # the OS took the core from: steps measured 10x slower here, against ~1.7x on one thread fewer.
-        self.lend_core = threading.Event()
+        # on one torch thread fewer (engine/core_loan.py).
+        self.lend_core = CoreLoan()
         self.failure: str | None = None  # why the engine stopped serving, once a thread died
         self._lock = threading.Lock()  # orders `_die` against requests being taken into `_started`
         self._started: dict[int, GRRequest] = {}  # taken from the queue, not yet answered (by request_id)
@@ -195,7 +195,7 @@ class GREngine:
             self._step(batch)
 
     def _step(self, batch: PreparedBatch) -> None:
-        threads = max(1, self._step_threads - 1) if self.lend_core.is_set() else self._step_threads
+        threads = self.lend_core.step_threads(self._step_threads)
         if threads != torch.get_num_threads():
             torch.set_num_threads(threads)
         started = time.perf_counter()
@@ -208,6 +208,7 @@ class GREngine:
             return
         finally:
             self.running_requests = self.running_rows = 0
+            self.lend_core.step_done()
         finished = time.perf_counter()
         compute_ms = 1000 * (finished - started)
         timed = [r for r in batch.requests if r.deadline is not None]
@@ -226,4 +227,4 @@ class GREngine:
                     break
             settle(r.future, GRResult(items[:r.top_n], 1000 * (started - r.arrival), compute_ms,
                                       1000 * beams.prefill_s, 1000 * beams.decode_s, 1000 * beams.select_s,
-                                      catalog.version))
+                                      catalog.version, len(batch.requests)))

@@ -54,3 +54,4 @@ class GRResult:
     decode_ms: float = 0.0
     select_ms: float = 0.0
     catalog_version: int = 0
+    batch_requests: int = 1  # requests the same step answered (its compute_ms is theirs too)

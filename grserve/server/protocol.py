@@ -57,8 +57,9 @@ class RecommendResponse(BaseModel):
     catalog_version: int = Field(description="the catalog version the whole answer was computed on")
     items: list[RecommendedItemOut]
     warnings: list[str]
-    usage: dict[str, int]
-    timing_ms: dict[str, float]
+    usage: dict[str, int] = Field(description="prompt_tokens, beam_width, and batch_requests: the requests answered "
+                                              "by the same engine step (timing_ms.compute is that step's)")
+    timing_ms: dict[str, float] = Field(description="queue (waiting for a step), compute (the step), total")
 
 
 class ErrorDetail(BaseModel):

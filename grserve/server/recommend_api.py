@@ -71,7 +71,8 @@ async def answer(state: ServerState, req: RecommendRequest, prefix: str = "") ->
     state.metrics.on_result(model.name, result, total)
     body = {"id": req.request_id or f"rec-{uuid.uuid4().hex}", "model": model.name,
             "catalog_version": out.catalog_version, "items": [vars(i) for i in out.items], "warnings": out.warnings,
-            "usage": {"prompt_tokens": out.prompt_tokens, "beam_width": req.beam_width},
+            "usage": {"prompt_tokens": out.prompt_tokens, "beam_width": req.beam_width,
+                      "batch_requests": result.batch_requests},
             "timing_ms": {"queue": round(result.queue_ms, 3), "compute": round(result.compute_ms, 3),
                           "total": round(1000 * total, 3)}}
     if state.config.log_requests:

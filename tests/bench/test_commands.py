@@ -152,4 +152,15 @@ def test_bench_catalog_quick(tmp_path):
         assert disable["older_version_after_ack"] == add["older_version_after_ack"] == 0
         assert disable["answers_after_ack"] > 0 and disable["disabled_items_returned"] == 0
         assert disable["ack_ms"] > 0 and add["ack_ms"] > 0
-        assert add["max_step_ms"] > 0 or add["in_flight"]["requests"] == 0  # the steps of the answers in flight
+        assert add["steps"]["steps"] > 0 and add["steps"]["max_step_ms"] > 0  # the load runs on past the change
+        assert one["steady_steps"]["steps"] > 0
+
+
+def test_step_delays_against_a_hand_worked_fit():
+    from grserve.bench.catalog_bench import step_delays, step_fit
+    fit = step_fit([(10.0, 1), (20.0, 2), (30.0, 3)])  # 10 ms a request, nothing fixed
+    assert fit.tolist() == pytest.approx([10.0, 0.0], abs=1e-9)
+    # 45 ms for 2 requests is 2.25x the expected 20 (delayed by more than a step); 39 ms for 2 and 55 for 3 are not
+    assert step_delays([(45.0, 2), (39.0, 2), (55.0, 3)], fit) == {
+        "steps": 3, "max_step_ms": 55.0, "max_ratio": 2.25, "delayed_over_one_step": 1}
+    assert step_fit([(12.0, 4), (14.0, 4)]).tolist() == [0.0, 13.0]  # one batch size: its median, flat

@@ -3,6 +3,7 @@ models, catalogs, beam widths, prompt lengths, mixed batches and filters, with e
 a thread that dies fails the engine loudly."""
 from __future__ import annotations
 
+import collections
 import random
 import threading
 
@@ -43,8 +44,9 @@ def assert_matches_reference(bundle, engine, cases):
     """Each case's answer is the reference's over the bundle's items, less its catalog's disabled ones."""
     futures = [engine.submit(c) for c in cases]  # submitted together: batched with mixed widths/lengths
     valid = {tuple(c) for c in bundle.table.codes.tolist()}
-    for case, future in zip(cases, futures):
-        got = future.result(timeout=120).items
+    results = [f.result(timeout=120) for f in futures]
+    for case, result in zip(cases, results):
+        got = result.items
         disabled = case.catalog.disabled if case.catalog is not None else frozenset()
         ref = reference_beam_search(bundle.model, case.prompt, case.beam_width, case.top_n, bundle.trie,
                                     bundle.vocab, case.exclude | disabled, case.allow)
@@ -53,6 +55,7 @@ def assert_matches_reference(bundle, engine, cases):
             assert score == pytest.approx(r.score, abs=2e-4)
             assert sid == r.semantic_id and sid in valid
             assert item not in case.exclude | disabled and (case.allow is None or item in case.allow)
+    return results
 
 
 @pytest.mark.parametrize("switch", SWITCHES)
@@ -72,7 +75,11 @@ def test_small_batches_split_by_budget():
     engine = GREngine(bundle, EngineConfig(max_beam_width=32, max_batch_rows=40, max_batch_prompt_tokens=64,
                                            max_batch_requests=3))
     try:
-        assert_matches_reference(bundle, engine, random_cases(bundle, random.Random(3), 12, 32, 30))
+        results = assert_matches_reference(bundle, engine, random_cases(bundle, random.Random(3), 12, 32, 30))
+        # Each answer says how many requests its step answered: the answers sharing a step's compute time.
+        steps = collections.Counter(r.compute_ms for r in results)
+        assert all(1 <= r.batch_requests <= 3 and r.batch_requests == steps[r.compute_ms] for r in results)
+        assert len(steps) >= 4  # 12 requests, 3 a step at most
     finally:
         engine.shutdown()
 
