@@ -147,26 +147,32 @@ def parse_add(items: object, codebook_size: int, levels: int, encode_texts: Text
     return AddItems(tuple(NewItem(*fields) for fields in new))
 
 
-def parse_add_body(body: bytes, codebook_size: int, levels: int, encode_texts: TextEncoder | None,
-                   max_items: int | None = None) -> AddItems:
-    """An add request's JSON body, `{"items": [...]}`, as `parse_add` reads its items. The HTTP route hands the
-    body over unread: for a catalog in its own process (catalog/process.py) that keeps the JSON decoding and
-    the checks of 10,000 items (~15 ms) off the serving process's GIL, which its engine's steps need."""
+# The fields of each change's request body: (all it may have, those it must have).
+BODY_FIELDS = {AddItems.kind: ({"items"}, {"items"}), RemoveItems.kind: ({"item_ids"}, {"item_ids"}),
+               SetAvailability.kind: ({"disable", "enable"}, set())}
+
+
+def read_body(kind: str, body: bytes, max_items: int | None = None) -> dict:
+    """The JSON body of a `kind` change's request ("add", "remove" or "availability"), its fields checked (the
+    values are checked by parse_add, item_ids and parse_availability). The HTTP routes hand bodies over unread:
+    for a catalog in its own process (catalog/process.py) that keeps the decoding and checks of 10,000 items
+    (~5-15 ms) off the serving process's GIL, which its engine's steps need."""
+    allowed, required = BODY_FIELDS[kind]
     try:
         data = json.loads(body)
     except ValueError as e:  # not JSON, or not UTF-8
         raise InvalidRequest("body", f"is not JSON: {e}") from None
     if type(data) is not dict:
-        raise InvalidRequest("body", "must be an object with items")
-    if "items" not in data:
-        raise InvalidRequest("items", "required")
-    unknown = sorted(set(data) - {"items"})
+        raise InvalidRequest("body", f"must be an object with {' and '.join(sorted(allowed))}")
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - allowed)
+    if missing:
+        raise InvalidRequest(missing[0], "required")
     if unknown:
-        raise InvalidRequest(unknown[0], "unknown field (the body has items)")
-    items = data["items"]
-    if max_items is not None and isinstance(items, list) and len(items) > max_items:
-        raise InvalidRequest("items", f"at most {max_items} items a change, got {len(items)}")
-    return parse_add(items, codebook_size, levels, encode_texts)
+        raise InvalidRequest(unknown[0], f"unknown field (the body has {', '.join(sorted(allowed))})")
+    for name, value in data.items():
+        if max_items is not None and isinstance(value, list) and len(value) > max_items:
+            raise InvalidRequest(name, f"at most {max_items} a change, got {len(value)}")
+    return data
 
 
 def _item(i: int, item: object, codebook_size: int, levels: int, texts: dict[int, str]) -> list:

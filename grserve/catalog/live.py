@@ -67,11 +67,15 @@ class LiveCatalog:
         table = self.base.table
         return self.apply(changes.parse_add(items, table.codebook_size, table.levels, self._text_encoder()))
 
-    def add_items_body(self, body: bytes, max_items: int | None = None) -> CatalogSnapshot:
-        """`add_items` of a request's JSON body (`{"items": [...]}`), read here (changes.parse_add_body)."""
-        table = self.base.table
-        return self.apply(changes.parse_add_body(body, table.codebook_size, table.levels, self._text_encoder(),
-                                                 max_items))
+    def apply_body(self, kind: str, body: bytes, max_items: int | None = None) -> CatalogSnapshot:
+        """The change a request's JSON body asks for, read here (changes.read_body): "add" (`{"items"}`), "remove"
+        (`{"item_ids"}`) or "availability" (`{"disable", "enable"}`)."""
+        data = changes.read_body(kind, body, max_items)
+        if kind == AddItems.kind:
+            return self.add_items(data["items"])
+        if kind == changes.RemoveItems.kind:
+            return self.remove_items(data["item_ids"])
+        return self.set_availability(data.get("disable", []), data.get("enable", []))
 
     def remove_items(self, item_ids: list) -> CatalogSnapshot:
         return self.apply(changes.RemoveItems(changes.item_ids(item_ids, "item_ids")))

@@ -71,8 +71,8 @@ class CatalogProcess:
     def add_items(self, items: list[dict]) -> CatalogSnapshot:
         return self._change("add_items", items)
 
-    def add_items_body(self, body: bytes, max_items: int | None = None) -> CatalogSnapshot:
-        return self._change("add_items_body", body, max_items)  # read by the child: no JSON work here
+    def apply_body(self, kind: str, body: bytes, max_items: int | None = None) -> CatalogSnapshot:
+        return self._change("apply_body", kind, body, max_items)  # read by the child: no JSON work here
 
     def remove_items(self, item_ids: list) -> CatalogSnapshot:
         return self._change("remove_items", item_ids)
