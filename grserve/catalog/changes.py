@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,8 +19,9 @@ ITEM_FIELDS = {"item_id", "semantic_id", "text", "title"}
 TextEncoder = Callable[[list[str]], np.ndarray]
 
 
-@dataclass(frozen=True)
-class NewItem:
+class NewItem(NamedTuple):
+    # A named tuple, not a frozen dataclass: an add of 10,000 items made 10,000 of them at ~7 us each (a
+    # frozen dataclass's __init__ sets each field through object.__setattr__), 70 ms of a 0.4 s change.
     item_id: str
     semantic_id: tuple[int, ...]
     title: str | None = None
