@@ -14,8 +14,21 @@ from grserve.items.vocab import GRVocab
 from grserve.model.loader import load_model, save_model
 from grserve.model.transformer import Transformer
 
-DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "ml-100k"
+EMBEDDED_MODELS_DIR = Path(__file__).parent / "assets"  # the models shipped in the package, by name
+DEFAULT_MODEL_DIR = EMBEDDED_MODELS_DIR / "ml-100k"
 SETTINGS_FILE = "gr_config.json"
+
+
+def model_directory(model: str | Path | None) -> Path:
+    """The directory `model` names: a path, or the name of a model shipped in the package (`ml-100k`,
+    `beauty`) where no such path exists here; None: the embedded default."""
+    if model is None:
+        return DEFAULT_MODEL_DIR
+    path = Path(model)
+    embedded = EMBEDDED_MODELS_DIR / str(model)
+    if not path.exists() and path.name == str(model) and embedded.is_dir():
+        return embedded
+    return path
 
 
 @dataclass
@@ -36,7 +49,7 @@ class GRBundle:
 
     @classmethod
     def load(cls, directory: str | Path | None = None, device: str = "cpu") -> "GRBundle":
-        directory = Path(directory or DEFAULT_MODEL_DIR)
+        directory = model_directory(directory)
         if not (directory / SETTINGS_FILE).exists():
             raise FileNotFoundError(f"{directory} is not a GR model directory: no {SETTINGS_FILE}")
         settings = GRSettings(**json.loads((directory / SETTINGS_FILE).read_text()))

@@ -161,13 +161,13 @@ def _request(args) -> tuple[str, tuple, Read | None]:
 
 
 def _offline_catalog(args):
-    from grserve.bundle import DEFAULT_MODEL_DIR, SETTINGS_FILE
+    from grserve.bundle import SETTINGS_FILE, model_directory
     from grserve.catalog.change_log import default_state_dir
     from grserve.catalog.live import LiveCatalog
     from grserve.catalog.snapshot import CatalogSnapshot
     from grserve.items.item_table import ItemTable
     from grserve.server.model_spec import model_name
-    model = Path(args.model or DEFAULT_MODEL_DIR)
+    model = model_directory(args.model)
     if not (model / SETTINGS_FILE).exists():
         raise FileNotFoundError(f"{model} is not a GR model directory: no {SETTINGS_FILE}")
     state_dir = args.state_dir or default_state_dir(model_name(args.model))
@@ -234,8 +234,8 @@ def _common() -> argparse.ArgumentParser:
     online.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer "
                                                                     "(default: %(default)s)")
     offline = p.add_argument_group("offline: a model's state directory, no server")
-    offline.add_argument("--model", help="GR model directory, only read (default: the embedded MovieLens-100K "
-                                         "model)")
+    offline.add_argument("--model", help="GR model directory or shipped model's name, only read (default: the "
+                                         "embedded MovieLens-100K model)")
     offline.add_argument("--state-dir", help="its change log's directory (default: grserve serve's for --model)")
     p.add_argument("--json", action="store_true", help="print the catalog's summary as the API's JSON")
     p.set_defaults(func=cmd_catalog)

@@ -35,13 +35,17 @@ def cmd_recommend(args) -> None:
 
 def cmd_train(args) -> None:
     from grserve.data.loading import load_dataset
+    from grserve.data.recipes import recipe_for
     from grserve.data.training import TrainConfig, train
     dataset = load_dataset(args.dataset, args.item_meta)
     if args.codebooks_only:
         return _derive_codebooks(dataset, args.out)
+    recipe = recipe_for(dataset)
+    if recipe:
+        print(f"{dataset.name}'s recipe (flags override it): {json.dumps(recipe)}", file=sys.stderr)
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if getattr(args, f.name, None) is not None}
-    report = train(dataset, TrainConfig(**overrides), args.out)
+    report = train(dataset, TrainConfig(**{**recipe, **overrides}), args.out)
     print(json.dumps({"out": args.out, "best_epoch": report["best_epoch"], "test": report["test"],
                       "seconds": report["seconds"]}, indent=2))
 
@@ -62,7 +66,14 @@ def cmd_eval(args) -> None:
     from grserve.data.split import leave_one_out
     from grserve.recommender import Recommender
     bundle = _bundle(args)
-    dataset = load_dataset(args.dataset or bundle.settings.dataset, args.item_meta)
+    try:
+        dataset = load_dataset(args.dataset or bundle.settings.dataset, args.item_meta)
+    except FileNotFoundError as e:
+        if args.dataset:
+            raise
+        # a model ships without its interactions (Amazon Beauty's are not the project's to ship)
+        raise SystemExit(f"{e}: the model was trained on {bundle.settings.dataset!r}; give that dataset with "
+                         f"--dataset PATH (e.g. ../shared/data/beauty/Beauty.txt)") from None
     # Map the dataset's catalog onto the model's item table by the dataset's own item ids.
     to_row = [bundle.table.row_of(i) for i in dataset.item_ids]
     sequences = {u: [to_row[r] for r in s if to_row[r] is not None] for u, s in dataset.sequences.items()}
@@ -109,7 +120,8 @@ def cmd_router(args) -> None:
 
 
 def _with_model(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--model", help="GR model directory (default: the embedded MovieLens-100K model)")
+    p.add_argument("--model", help="GR model directory, or the name of one shipped in the package: ml-100k "
+                                        "(the default) or beauty")
     p.add_argument("--device", default="cpu", help="torch device to run the model on: cpu, cuda or cuda:N "
                                                    "(default: %(default)s)")
     return p
@@ -157,7 +169,8 @@ def _add_recommend(sub) -> None:
 
 def _add_train(sub) -> None:
     from grserve.data.training import TrainConfig
-    p = sub.add_parser("train", help="build SIDs and train a GR model on a dataset")
+    p = sub.add_parser("train", help="build SIDs and train a GR model on a dataset (one with a recipe, "
+                                               "Amazon Beauty, starts from it: grserve/data/recipes.py)")
     p.add_argument("--dataset", default="ml-100k", help="'ml-100k', a RecBole atomic directory or a sequence file "
                                                         "(default: %(default)s)")
     p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file (their texts make the SIDs)")

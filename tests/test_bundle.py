@@ -51,3 +51,17 @@ def test_a_table_of_another_depth_than_the_model_is_reported(tiny_model_dir, tmp
     make_bundle(levels=4).table.save(tmp_path / "m")
     with pytest.raises(ValueError, match="vocab_size 18 does not match .* 23 tokens .*4 levels of 5 codes"):
         GRBundle.load(tmp_path / "m")
+
+
+
+def test_model_directory_takes_paths_first_then_shipped_names(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from grserve.bundle import DEFAULT_MODEL_DIR, EMBEDDED_MODELS_DIR, model_directory
+    assert model_directory(None) == DEFAULT_MODEL_DIR == EMBEDDED_MODELS_DIR / "ml-100k"
+    assert model_directory("ml-100k") == DEFAULT_MODEL_DIR
+    assert (model_directory("beauty") / "gr_config.json").exists()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "beauty").mkdir()  # a directory of that name here is the user's, not the package's
+    assert model_directory("beauty") == Path("beauty")
+    assert model_directory("no-such-model") == Path("no-such-model")  # loading it then says what is missing

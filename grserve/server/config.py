@@ -21,7 +21,8 @@ class ServerConfig:
                                                   "the OpenAI routes serve it), as DIR or NAME=DIR (NAME: what "
                                                   "requests call it; default the directory's name); repeat it for "
                                                   "several models (one LLM at most): requests that name none go to "
-                                                  "the first GR model; unset: the embedded MovieLens-100K model")
+                                                  "the first GR model; `beauty` or `ml-100k`: a model shipped in "
+                                                  "the package; unset: the embedded MovieLens-100K model")
     llm_model: str | None = setting(None, "LLM directory (Llama or Qwen3, Hugging Face format) served beside the "
                                           "GR model(s) on the OpenAI routes (as --model DIR of an LLM does)")
     host: str = setting("127.0.0.1", "address to listen on")

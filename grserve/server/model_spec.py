@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from grserve.bundle import SETTINGS_FILE
+from grserve.bundle import SETTINGS_FILE, model_directory
 
 GR, LLM = "gr", "llm"
 Kind = Literal["gr", "llm"]
@@ -55,6 +55,7 @@ class ModelSpec:
             check_name(name)
         if not directory:
             raise ValueError(f"model: {text!r} names no directory (NAME=DIR or DIR)")
+        directory = str(model_directory(directory))  # `beauty`: the model shipped in the package
         return cls(name, directory, kind or model_kind(directory))
 
     @classmethod

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from grserve.data.recipes import recipe_for
 from grserve.data.sequence_file import load_sequence_file
 from grserve.data.split import leave_one_out
 from tests.conftest import shared_data
@@ -37,3 +38,7 @@ def test_amazon_beauty_counts_and_split():
     split = leave_one_out(ds.sequences)
     assert len(split.test) == len(split.valid) == 22363
     assert sum(len(s) for s in split.train.values()) == 153776  # = 198,502 - 2 * 22,363
+    # grserve train recognises the split and starts from its recipe; a file of another size gets none
+    assert recipe_for(ds)["codebook_size"] == 256
+    ds.sequences.pop("1")
+    assert recipe_for(ds) == {}

@@ -18,6 +18,13 @@ def test_dir_or_name_and_dir(tiny_model_dir, llm_dir):
             ModelSpec.parse(bad)
 
 
+def test_a_shipped_models_name(tmp_path, monkeypatch):
+    from grserve.bundle import EMBEDDED_MODELS_DIR
+    monkeypatch.chdir(tmp_path)  # no ./beauty here: the name is the package's model
+    assert ModelSpec.parse("beauty") == ModelSpec("beauty", str(EMBEDDED_MODELS_DIR / "beauty"), "gr")
+    assert ModelSpec.parse("shop=beauty") == ModelSpec("shop", str(EMBEDDED_MODELS_DIR / "beauty"), "gr")
+
+
 def test_the_configs_models_in_order(tiny_model_dir, llm_dir):
     c = ServerConfig.of(model=[f"a={tiny_model_dir}", f"chat={llm_dir}", f"b={tiny_model_dir}"])
     assert [(m.name, m.kind) for m in c.models] == [("a", "gr"), ("chat", "llm"), ("b", "gr")]
