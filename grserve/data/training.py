@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from grserve.bench.machine import machine_info
 from grserve.bundle import GRBundle, GRSettings
 from grserve.data.dataset import SequenceDataset
 from grserve.data.embeddings import ENCODER, embed_texts
@@ -220,6 +221,7 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     else:  # a given table has no centroids: codebooks left from an earlier model would be wrong for it
         (Path(out_dir) / CODEBOOKS_FILE).unlink(missing_ok=True)
     report = {"dataset": dataset.describe(), "train_config": asdict(cfg), "best_epoch": best[2],
-              "epochs": history, "test": round_metrics(test), "seconds": round(time.time() - started, 1)}
+              "epochs": history, "test": round_metrics(test), "seconds": round(time.time() - started, 1),
+              "machine": machine_info(), "threads": torch.get_num_threads()}
     (Path(out_dir) / "training_report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
