@@ -37,6 +37,19 @@ def running(app):
 
 
 @contextlib.contextmanager
+def wait_healthy(url: str, proc: subprocess.Popen, start_s: float) -> None:
+    """Returns once the server at `url` answers /health with 200; fails if `proc` exits or `start_s` passes."""
+    deadline = time.monotonic() + start_s
+    while True:
+        try:
+            if httpx.get(url + "/health").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
+        time.sleep(0.2)
+
+
 def grserve_serve(*args: str, start_s: float = 120):
     """`grserve serve ARGS` on a free port, once /health answers 200 (within `start_s`, a bound for slow machines);
     its URL. Terminated (killed if it will not stop) on exit."""
@@ -45,15 +58,7 @@ def grserve_serve(*args: str, start_s: float = 120):
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + start_s
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
-            time.sleep(0.2)
+        wait_healthy(url, proc, start_s)
         yield url
     finally:
         proc.terminate()

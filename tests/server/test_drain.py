@@ -11,7 +11,7 @@ import time
 import httpx
 
 from grserve.client import AsyncGRServeClient, GRServeError
-from tests.server.conftest import free_port
+from tests.server.conftest import free_port, wait_healthy
 
 
 def _admitted(url: str) -> float:
@@ -34,15 +34,7 @@ def test_sigterm_during_load_loses_no_admitted_request(tiny_model_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "server did not start"
-            time.sleep(0.1)
+        wait_healthy(url, proc, 60)
 
         async def main():
             async with AsyncGRServeClient(url) as c:
