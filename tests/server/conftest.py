@@ -36,7 +36,6 @@ def running(app):
         thread.join(15)
 
 
-@contextlib.contextmanager
 def wait_healthy(url: str, proc: subprocess.Popen, start_s: float) -> None:
     """Returns once the server at `url` answers /health with 200; fails if `proc` exits or `start_s` passes."""
     deadline = time.monotonic() + start_s
@@ -50,6 +49,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, start_s: float) -> None:
         time.sleep(0.2)
 
 
+@contextlib.contextmanager
 def grserve_serve(*args: str, start_s: float = 120):
     """`grserve serve ARGS` on a free port, once /health answers 200 (within `start_s`, a bound for slow machines);
     its URL. Terminated (killed if it will not stop) on exit."""
