@@ -44,6 +44,10 @@ def _catalog_call(call: str, *args) -> dict:
     return {"method": "GET", "url": "/v1/catalog"}
 
 
+def _search_params(query: str, limit: int | None, model: str | None) -> dict:
+    return {"q": query, **({"limit": limit} if limit is not None else {}), **({"model": model} if model else {})}
+
+
 def _check(response: httpx.Response) -> Any:
     try:
         body = response.json()
@@ -72,6 +76,10 @@ class GRServeClient:
 
     def health(self) -> bool:
         return self.http.get("/health").status_code == 200
+
+    def search(self, query: str, limit: int | None = None, model: str | None = None) -> dict:
+        """The catalog's items by id or title (`GET /v1/catalog/search`): `data`, `more`, `catalog_version`."""
+        return _check(self.http.get("/v1/catalog/search", params=_search_params(query, limit, model)))
 
     def _admin(self, call: str, *args) -> dict:
         return _check(self.http.request(**_catalog_call(call, *args), headers=_bearer(self.admin_token)))
@@ -122,6 +130,9 @@ class AsyncGRServeClient:
 
     async def health(self) -> bool:
         return (await self.http.get("/health")).status_code == 200
+
+    async def search(self, query: str, limit: int | None = None, model: str | None = None) -> dict:
+        return _check(await self.http.get("/v1/catalog/search", params=_search_params(query, limit, model)))
 
     async def _admin(self, call: str, *args) -> dict:
         return _check(await self.http.request(**_catalog_call(call, *args), headers=_bearer(self.admin_token)))

@@ -1,5 +1,6 @@
 """The router's side of the live catalog: which instances are at their model's current catalog version (the
-only ones GR requests go to while any is), and the admin routes, each forwarded to one instance of the model.
+only ones GR requests go to while any is), and the admin routes and the catalog search, each forwarded to one
+instance of the model (for the search, the one a change would go to: it is at the current version).
 
 An instance serves several models, each with its own catalog and version. An instance's version of a model is
 the larger of what its heartbeat says and what a change through this router answered: versions only grow
@@ -23,8 +24,11 @@ from grserve.server.protocol import error_body
 from grserve.service.model_routing import default_gr, not_served
 from grserve.service.registry import InstanceCache, InstanceInfo
 
-ADMIN_ROUTES = {"/v1/catalog": ["GET"], "/v1/catalog/items": ["POST", "DELETE"],
-                "/v1/catalog/availability": ["POST"], "/v1/catalog/rollback": ["POST"]}
+SEARCH_PATH = "/v1/catalog/search"
+# The admin routes, and the public search (the instance checks the API key as it checks the admin token)
+CATALOG_ROUTES = {"/v1/catalog": ["GET"], "/v1/catalog/items": ["POST", "DELETE"],
+                  "/v1/catalog/availability": ["POST"], "/v1/catalog/rollback": ["POST"],
+                  SEARCH_PATH: ["GET"]}
 PASSED_ON = ("content-type", "www-authenticate", "retry-after")
 
 
@@ -95,10 +99,10 @@ def add_catalog_routes(app: FastAPI, cache: InstanceCache, client: httpx.AsyncCl
         else:
             return JSONResponse(error_body(503, f"no instance of {model} could be reached", kind="unavailable"),
                                 status_code=503, headers={"Retry-After": "1"})
-        if r.status_code == 200:
+        if r.status_code == 200 and request.url.path != SEARCH_PATH:  # a change, or the catalog: its version
             versions.note(leader, model, r.json()["version"])
         return Response(r.content, status_code=r.status_code,
                         headers={k: v for k, v in r.headers.items() if k.lower() in PASSED_ON})
 
-    for path, methods in ADMIN_ROUTES.items():
+    for path, methods in CATALOG_ROUTES.items():
         app.add_api_route(path, forward, methods=methods)

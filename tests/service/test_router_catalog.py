@@ -119,8 +119,10 @@ def test_a_change_sent_once_reaches_every_instance(cluster, etcd, tiny_bundle):
     assert seen(router, model_name)[late] == 2
     with GRServeClient(router, admin_token=TOKEN) as c:
         shown = c.catalog()
+        found = c.search("fresh")  # the search goes through too, to an instance at the current version
     assert shown["version"] == 3 and [ch["kind"] for ch in shown["changes"]] == ["availability", "add",
                                                                                   "availability"]
+    assert found["catalog_version"] == 3 and [i["item_id"] for i in found["data"]][:1] == ["fresh"]
 
 
 @pytest.mark.parametrize("method,path,body,status,param", [
