@@ -65,3 +65,13 @@ def test_model_directory_takes_paths_first_then_shipped_names(tmp_path, monkeypa
     (tmp_path / "beauty").mkdir()  # a directory of that name here is the user's, not the package's
     assert model_directory("beauty") == Path("beauty")
     assert model_directory("no-such-model") == Path("no-such-model")  # loading it then says what is missing
+
+
+def test_the_shipped_beauty_model_loads_whole():
+    from grserve.bundle import model_directory
+    from grserve.items.codebooks import Codebooks
+    b = GRBundle.load("beauty")
+    assert b.directory == model_directory("beauty") and b.settings.dataset == "Beauty"
+    assert len(b.table) == 12101 and (b.vocab.levels, b.vocab.codebook_size) == (3, 256)
+    assert len(b.table.titles) == 12101 and b.model.config.vocab_size == b.vocab.size
+    assert Codebooks.load(b.directory).centroids.shape[:2] == (3, 256)  # items can be added by text
