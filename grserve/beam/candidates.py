@@ -75,7 +75,8 @@ class CandidateTables:
         for level, (indptr, codes) in enumerate(zip(trie.indptr, trie.codes)):
             indptr = indptr.cpu().numpy()
             levels.append(_level(indptr, codes.cpu().numpy(), vocab.offset(level), K))
-            parent_of.append(np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)))
+            degree = levels[-1].degree.numpy()
+            parent_of.append(np.repeat(np.arange(len(degree)), degree))
         item_indptr, item_rows = trie.item_indptr.cpu().numpy(), trie.item_rows.cpu().numpy()
         items_per_leaf = np.diff(item_indptr)
         leaf_of_item = np.empty(len(item_rows), dtype=np.int64)

@@ -195,12 +195,13 @@ def analyse(answers: list[Answer], changes: dict, disabled: set[str], added: set
     steady = [a for a in answers if a.done < first and a.status == 200]
     step_ms = float(np.median([a.compute_ms for a in steady])) if steady else None
     base = _latency_ms(steady)
-    fit = step_fit(_steps(steady))
+    steady_steps = _steps(steady)
+    fit = step_fit(steady_steps)
     out = {"failed": sum(a.status != 200 for a in answers), "answers": len(answers),
            "failed_by_status": dict(collections.Counter(str(a.status) for a in answers if a.status != 200)),
            "steady": base, "step_ms_median": step_ms,
            "step_fit_ms": {"per_request": round(float(fit[0]), 3), "fixed": round(float(fit[1]), 3)},
-           "steady_steps": step_delays(_steps(steady), fit), "changes": {}}
+           "steady_steps": step_delays(steady_steps, fit), "changes": {}}
     out["steady"]["max_step_ms"] = max((a.compute_ms for a in steady), default=None)
     for name, c in changes.items():
         after = [a for a in answers if a.sent >= c["acked"] and a.status == 200]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from grserve.catalog import changes
 from grserve.catalog.change_log import ChangeLog, fingerprint
-from grserve.catalog.changes import AddItems, Change, Rollback
+from grserve.catalog.changes import AddItems, Change, RemoveItems, Rollback
 from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.catalog.state import CatalogState, ItemStore
 from grserve.items.item_table import ItemTable
@@ -73,7 +73,7 @@ class LiveCatalog:
         data = changes.read_body(kind, body, max_items)
         if kind == AddItems.kind:
             return self.add_items(data["items"])
-        if kind == changes.RemoveItems.kind:
+        if kind == RemoveItems.kind:
             return self.remove_items(data["item_ids"])
         return self.set_availability(data.get("disable", []), data.get("enable", []))
 

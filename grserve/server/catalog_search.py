@@ -18,9 +18,9 @@ from grserve.items.item_table import ItemTable
 from grserve.items.title_index import TitleIndex
 from grserve.server.errors import ApiError
 from grserve.server.protocol import ErrorResponse
-from grserve.server.search_protocol import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_CHARS, SearchResponse
+from grserve.server.search_protocol import (DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_CHARS, SEARCH_PATH,
+                                           SearchResponse)
 
-PATH = "/v1/catalog/search"
 SEARCH_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 503)}
 
 
@@ -63,7 +63,7 @@ def search_router(state) -> APIRouter:
     router = APIRouter(tags=["catalog"])
     indexes = IndexCache()
 
-    @router.get(PATH, response_model=SearchResponse, responses=SEARCH_ERRORS)
+    @router.get(SEARCH_PATH, response_model=SearchResponse, responses=SEARCH_ERRORS)
     async def search(q: str = Query(max_length=MAX_QUERY_CHARS, description="text to find in titles (case-"
                                     "insensitive), or an item id (exact)"),
                      limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description="most items to return"),

@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+SEARCH_PATH = "/v1/catalog/search"  # the route (catalog_search.py) and the router, which passes it on
 MAX_QUERY_CHARS = 200
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 

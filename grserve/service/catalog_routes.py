@@ -21,10 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from grserve.server.protocol import error_body
+from grserve.server.search_protocol import SEARCH_PATH
 from grserve.service.model_routing import default_gr, not_served
 from grserve.service.registry import InstanceCache, InstanceInfo
 
-SEARCH_PATH = "/v1/catalog/search"
 # The admin routes, and the public search (the instance checks the API key as it checks the admin token)
 CATALOG_ROUTES = {"/v1/catalog": ["GET"], "/v1/catalog/items": ["POST", "DELETE"],
                   "/v1/catalog/availability": ["POST"], "/v1/catalog/rollback": ["POST"],
