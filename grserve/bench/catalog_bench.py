@@ -173,19 +173,24 @@ def _steps(answers: list[Answer]) -> list[tuple[float, int]]:
     return sorted({(a.compute_ms, a.batch) for a in answers if a.compute_ms is not None and a.batch})
 
 
-def step_delays(steps: list[tuple[float, int]], fit: np.ndarray) -> dict:
+def step_delays(steps: list[tuple[float, int]], fit: np.ndarray | None) -> dict:
     """How the steps compare with `fit` (ms = fit[0] * batch + fit[1]): the longest, the largest ratio to the
-    expected time, and the steps delayed by more than one step's time (over twice the expected)."""
-    if not steps:
-        return {"steps": 0, "max_step_ms": None, "max_ratio": None, "delayed_over_one_step": 0}
+    expected time, and the steps delayed by more than one step's time (over twice the expected); with no fit
+    (no steady steps to fit), the longest only."""
+    if not steps or fit is None:
+        return {"steps": len(steps), "max_step_ms": max((ms for ms, _ in steps), default=None), "max_ratio": None,
+                "delayed_over_one_step": None}
     ms, batch = np.array(steps).T
     ratio = ms / np.maximum(np.polyval(fit, batch), 1e-3)
     return {"steps": len(steps), "max_step_ms": float(ms.max()), "max_ratio": round(float(ratio.max()), 2),
             "delayed_over_one_step": int((ratio > 2).sum())}
 
 
-def step_fit(steps: list[tuple[float, int]]) -> np.ndarray:
-    """A step's expected ms as a line in its batch size, least squares over `steps` (flat when one size only)."""
+def step_fit(steps: list[tuple[float, int]]) -> np.ndarray | None:
+    """A step's expected ms as a line in its batch size, least squares over `steps` (flat when one size only;
+    None when there are none)."""
+    if not steps:
+        return None
     ms, batch = np.array(steps).T
     return np.polyfit(batch, ms, 1) if len(set(batch)) > 1 else np.array([0.0, float(np.median(ms))])
 
@@ -200,7 +205,8 @@ def analyse(answers: list[Answer], changes: dict, disabled: set[str], added: set
     out = {"failed": sum(a.status != 200 for a in answers), "answers": len(answers),
            "failed_by_status": dict(collections.Counter(str(a.status) for a in answers if a.status != 200)),
            "steady": base, "step_ms_median": step_ms,
-           "step_fit_ms": {"per_request": round(float(fit[0]), 3), "fixed": round(float(fit[1]), 3)},
+           "step_fit_ms": {"per_request": round(float(fit[0]), 3), "fixed": round(float(fit[1]), 3)}
+           if fit is not None else None,
            "steady_steps": step_delays(steady_steps, fit), "changes": {}}
     out["steady"]["max_step_ms"] = max((a.compute_ms for a in steady), default=None)
     for name, c in changes.items():
@@ -213,7 +219,7 @@ def analyse(answers: list[Answer], changes: dict, disabled: set[str], added: set
             "answers_after_ack": len(after),
             "older_version_after_ack": sum(a.version < c["version"] for a in after),
             "in_flight": during, "max_delay_over_steady_ms": during.get("max", 0.0) - base.get("max", 0.0),
-            "steps": steps, "delay_within_one_step": steps["delayed_over_one_step"] == 0,
+            "steps": steps, "delay_within_one_step": steps["delayed_over_one_step"] == 0 if fit is not None else None,
         }
     after_disable = [a for a in answers if a.sent >= changes["disable"]["acked"]]
     out["changes"]["disable"]["disabled_items_returned"] = sum(bool(disabled & set(a.items)) for a in after_disable)

@@ -152,8 +152,9 @@ def test_bench_catalog_quick(tmp_path):
         assert disable["older_version_after_ack"] == add["older_version_after_ack"] == 0
         assert disable["answers_after_ack"] > 0 and disable["disabled_items_returned"] == 0
         assert disable["ack_ms"] > 0 and add["ack_ms"] > 0
-        assert add["steps"]["steps"] > 0 and add["steps"]["max_step_ms"] > 0  # the load runs on past the change
-        assert one["steady_steps"]["steps"] > 0
+        # the steps of the answers in flight (a slow machine's low rate may leave none in a short change)
+        assert add["steps"]["steps"] > 0 and add["steps"]["max_step_ms"] > 0 or add["in_flight"]["requests"] == 0
+        assert one["steady_steps"]["steps"] > 0 or one["steady"]["requests"] == 0
 
 
 def test_step_delays_against_a_hand_worked_fit():
@@ -164,3 +165,7 @@ def test_step_delays_against_a_hand_worked_fit():
     assert step_delays([(45.0, 2), (39.0, 2), (55.0, 3)], fit) == {
         "steps": 3, "max_step_ms": 55.0, "max_ratio": 2.25, "delayed_over_one_step": 1}
     assert step_fit([(12.0, 4), (14.0, 4)]).tolist() == [0.0, 13.0]  # one batch size: its median, flat
+    # no steady steps, no yardstick: the steps are counted, their delay is unknown
+    assert step_fit([]) is None
+    assert step_delays([(45.0, 2)], None) == {"steps": 1, "max_step_ms": 45.0, "max_ratio": None,
+                                              "delayed_over_one_step": None}
