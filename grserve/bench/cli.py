@@ -75,6 +75,15 @@ def cmd_llm(args) -> None:
                       "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
 
 
+def cmd_llm_kernels(args) -> None:
+    from grserve.bench.gr_bench import save
+    from grserve.bench.llm_kernels import run_llm_kernel_bench
+    from grserve.bench.machine import machine_info
+    run = {"kind": "llm-kernels", "machine": machine_info(),
+           **run_llm_kernel_bench(layers=args.layers, hidden=args.hidden, repeats=args.repeats)}
+    print(json.dumps({"json": str(save(run, args.out)), **run}, indent=1))
+
+
 def cmd_scaling(args) -> None:
     from grserve.bench.gr_bench import BenchOptions, save
     from grserve.bench.scaling import run_scaling
@@ -224,6 +233,13 @@ def add_bench_parser(sub, with_model) -> None:
                         "lacks native bf16)")
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_llm)
+
+    p = bench.add_parser("llm-kernels", help="the LLM decode step's CPU kernels against what they replaced")
+    p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama's shapes")
+    p.add_argument("--hidden", type=int, default=512, help="its hidden size")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls of each; the median is reported")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_llm_kernels)
 
     p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
     p.add_argument("--instances", default="1,2,3", help="comma-separated instance counts")

@@ -82,6 +82,9 @@ class LLMEngineConfig:
     block_size: int = setting(16, "tokens per KV cache block of the LLM")
     kv_cache_bytes: int = setting(256 << 20, "memory of the LLM's paged KV cache in bytes: it holds as many blocks "
                                              "as fit")
+    decode_mirror_bytes: int = setting(128 << 20, "memory for a dense copy of the decoding sequences' KV, which "
+                                                  "decode attention reads in place instead of gathering it from the "
+                                                  "blocks every step (0: off; a step that would need more gathers)")
     max_num_batched_tokens: int = setting(512, "tokens per LLM step: decode rows and prefill chunks together")
     max_num_seqs: int = setting(64, "LLM sequences running at once")
     chunked_prefill: bool = setting(True, "prefill long prompts in chunks beside decode rows (off: a prompt is "

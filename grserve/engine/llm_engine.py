@@ -40,6 +40,7 @@ from grserve.engine.speculative import accept_greedy, propose_ngram, propose_wit
 from grserve.kv.block_manager import BlockManager
 from grserve.kv.transfer import KVBlocks
 from grserve.model.loader import load_model, stored_dtype
+from grserve.model.weight_layout import lay_out_for_cpu
 from grserve.model.precision import compute_dtype
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
 from grserve.sampling.params import SamplingParams
@@ -73,10 +74,12 @@ class LLMEngine:
     def __init__(self, model_dir: str | Path, config: LLMEngineConfig | None = None):
         self.config = c = config or LLMEngineConfig()
         self.dtype = dtype = compute_dtype(c.dtype, stored_dtype(model_dir), c.device)
-        self.model = load_model(model_dir, device=c.device, dtype=dtype)
+        # Decode steps multiply a few rows by every weight: laid out input-major, as the CPU's GEMM reads them fastest.
+        self.model = lay_out_for_cpu(load_model(model_dir, device=c.device, dtype=dtype))
         self.tokenizer = load_tokenizer(model_dir)
         mc = self.model.config
-        self.draft_model = load_model(c.draft_model, device=c.device, dtype=dtype) if c.draft_model else None
+        self.draft_model = (lay_out_for_cpu(load_model(c.draft_model, device=c.device, dtype=dtype))
+                            if c.draft_model else None)
         if self.draft_model is not None and self.draft_model.config.vocab_size != mc.vocab_size:
             raise ValueError(f"draft_model: vocabulary of {self.draft_model.config.vocab_size} tokens differs from "
                              f"the model's {mc.vocab_size}")
@@ -268,7 +271,7 @@ class LLMEngine:
     def _build_runner(self) -> None:
         # The KV storage is allocated on the thread that computes with it (as the GR engine's runner): buffers
         # from another thread measured markedly slower on the CPU.
-        self.runner = LLMModelRunner(self.model, self.blocks, self.config.device)
+        self.runner = LLMModelRunner(self.model, self.blocks, self.config.device, self.config.decode_mirror_bytes)
         self._runner_ready.set()
 
     def _next_beam_request(self) -> LLMRequest | None:

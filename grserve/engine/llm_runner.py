@@ -32,11 +32,12 @@ class PreparedStep:
 
 
 class LLMModelRunner:
-    def __init__(self, model: Transformer, blocks: BlockManager, device: str = "cpu"):
+    def __init__(self, model: Transformer, blocks: BlockManager, device: str = "cpu", mirror_bytes: int = 0):
         c = model.config
         self.model, self.blocks, self.device = model, blocks, torch.device(device)
         self.kv = PagedKVCache(c.num_hidden_layers, blocks.num_blocks, blocks.block_size, c.num_key_value_heads,
-                               c.head_dim, dtype=next(model.parameters()).dtype, device=self.device)
+                               c.head_dim, dtype=next(model.parameters()).dtype, device=self.device,
+                               mirror_bytes=mirror_bytes)
 
     def prepare(self, seqs: list[Sequence], num_tokens: list[int], previous: PreparedStep | None) -> PreparedStep:
         """Lays out each sequence's next `num_tokens` tokens (its draft included) and advances its
@@ -62,7 +63,8 @@ class LLMModelRunner:
                 drafts.append(list(seq.draft))
                 ends.append(len(ids))
                 seq.num_pending += 1
-        return PreparedStep(seqs, num_tokens, ids, positions, self.kv.plan(slots, owner, positions, contexts),
+        return PreparedStep(seqs, num_tokens, ids, positions, self.kv.plan(slots, owner, positions, contexts,
+                                                                     [s.seq_id for s in seqs]),
                             fill_at, fill_from, ready, drafts, ends)
 
     @torch.no_grad()

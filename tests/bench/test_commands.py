@@ -80,6 +80,15 @@ def test_bench_llm(tmp_path, monkeypatch):
     assert run["machine"]["cpu"] and run["vllm"] is None
 
 
+def test_bench_llm_kernels(tmp_path):
+    main(["bench", "llm-kernels", "--layers", "1", "--hidden", "64", "--repeats", "1", "--out", str(tmp_path)])
+    run = _written(tmp_path, "llm-kernels-*.json")
+    # Both layouts compute the same products (bit for bit from 16 rows on); both attentions the same outputs.
+    assert [r["rows"] for r in run["linear_layout"]] == [1, 16, 64, 1024]
+    assert all(r["bitwise_equal"] for r in run["linear_layout"] if r["rows"] >= 16)
+    assert run["decode_attention"]["max_abs_diff"] < 1e-5 and run["machine"]["cpu"]
+
+
 def test_bench_colocation(tmp_path):
     main(["bench", "colocation", "--online-rate", "5", "--duration", "0.5", "--backlog", "2", "--out", str(tmp_path)])
     run = _written(tmp_path, "colocation-*.json")

@@ -1,5 +1,6 @@
 """PagedKVCache: prefill (whole or chunked), decode and prefix-cache hits, mixed in batched steps, give the logits
-of a plain forward of each complete sequence."""
+of a plain forward of each complete sequence, with decode reading the mirror, gathering, or mirroring until the
+mirror no longer fits."""
 
 import pytest
 import torch
@@ -14,10 +15,11 @@ BS = 4
 Work = tuple[list[int], list[int], int, int]
 
 
-def paged(model: Transformer, num_blocks: int) -> tuple[BlockManager, PagedKVCache]:
+def paged(model: Transformer, num_blocks: int, mirror_bytes: int = 0) -> tuple[BlockManager, PagedKVCache]:
     c = model.config
     return (BlockManager(num_blocks, BS),
-            PagedKVCache(c.num_hidden_layers, num_blocks, BS, c.num_key_value_heads, c.head_dim))
+            PagedKVCache(c.num_hidden_layers, num_blocks, BS, c.num_key_value_heads, c.head_dim,
+                         mirror_bytes=mirror_bytes))
 
 
 @torch.no_grad()
@@ -31,7 +33,8 @@ def run_step(model: Transformer, manager: BlockManager, cache: PagedKVCache, wor
         slots += manager.slot_mapping(table, start, end)
         owner += [i] * (end - start)
         contexts.append(manager.slot_mapping(table, 0, end))
-    cache.use(cache.plan(slots, owner, positions, contexts))
+    # A sequence's block table is its lasting id here, as its seq_id is in the engine.
+    cache.use(cache.plan(slots, owner, positions, contexts, [id(table) for table, *_ in work]))
     logits, returned = model(torch.tensor([ids]), torch.tensor([positions]), past=cache)
     assert returned is cache
     offset = 0
@@ -42,13 +45,23 @@ def run_step(model: Transformer, manager: BlockManager, cache: PagedKVCache, wor
         offset += end - start
 
 
+def two_rows(model: Transformer) -> int:
+    """Mirror bytes for 2 rows of 64 positions (its smallest length), not the 4 rows it grows to for a third:
+    the mirror is dropped and rebuilt as the set of decoding sequences changes."""
+    c = model.config
+    return c.num_hidden_layers * 2 * 2 * c.num_key_value_heads * 64 * c.head_dim * 4
+
+
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("chunk", [None, 5])
-def test_prefill_chunks_and_decode_match_full_forward(architecture, chunk):
+@pytest.mark.parametrize("mirror", ["off", "ample", "two rows"])
+def test_prefill_chunks_and_decode_match_full_forward(architecture, chunk, mirror):
     """Prompts of 7, 13 and 3 tokens, prefilled whole or 5 tokens a step, then 3 decode tokens each; with chunks,
-    one sequence's prefill chunk shares a step with another's decode token."""
+    one sequence's prefill chunk shares a step with another's decode token, and sequences start and stop
+    decoding at different steps (mirror rows are taken, freed and reused)."""
     model = tiny_model(architecture)
-    manager, cache = paged(model, num_blocks=16)
+    manager, cache = paged(model, num_blocks=16, mirror_bytes={"off": 0, "ample": 1 << 20,
+                                                               "two rows": two_rows(model)}[mirror])
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(1, 64, (n,), generator=g).tolist() for n in (7, 13, 3)]
     tables = [manager.allocate(p)[0] for p in prompts]

@@ -1,0 +1,77 @@
+"""`grserve bench llm-kernels`: the two CPU choices of the LLM decode step, each against what it replaced,
+on the shapes of `grserve bench llm`'s synthetic Llama.
+
+- Linear weight layout: every linear of every layer once (as a decode step streams them, so weights come
+  from memory, not cache), row-major [out, in] against input-major (`model/weight_layout.py`), by rows.
+- Decode attention, one layer: the context gathered from the paged store and SDPA over keys expanded to the
+  query heads (before), against keys read in place from the dense mirror with each KV head's query heads
+  grouped as its query rows (`kv/decode_mirror.py`, `kv/paged_kv._decode_attention`)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from grserve.bench.attention import _median_ms
+from grserve.kv.paged_kv import _decode_attention
+
+
+def _linear_layout(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int,
+                   rows: tuple[int, ...], repeats: int, g: torch.Generator) -> list[dict]:
+    shapes = [(heads * head_dim, hidden), (kv_heads * head_dim, hidden), (kv_heads * head_dim, hidden),
+              (hidden, heads * head_dim), (intermediate, hidden), (intermediate, hidden), (hidden, intermediate)]
+    row_major = [[torch.randn(shape, generator=g) for shape in shapes] for _ in range(layers)]
+    input_major = [[w.t().contiguous().t() for w in layer] for layer in row_major]
+    out = []
+    for n in rows:
+        x = {k: torch.randn(n, k, generator=g) for k in {s[1] for s in shapes}}
+
+        def step(weights):
+            return [F.linear(x[w.shape[1]], w) for layer in weights for w in layer]
+        before, after = (_median_ms(lambda w=w: step(w), repeats, torch.device("cpu")) for w in (row_major, input_major))
+        same = all(torch.equal(a, b) for a, b in zip(step(row_major), step(input_major)))
+        out.append({"rows": n, "row_major_ms": before, "input_major_ms": after, "speedup": before / after,
+                    "bitwise_equal": same})
+    return out
+
+
+def _decode_attention_bench(seqs: int, context: int, heads: int, kv_heads: int, head_dim: int, block_size: int,
+                            repeats: int, g: torch.Generator) -> dict:
+    blocks_per_seq = -(-context // block_size)
+    num_blocks = 4 * seqs * blocks_per_seq
+    store = torch.randn(2, num_blocks * block_size, kv_heads, head_dim, generator=g)
+    tables = torch.randperm(num_blocks, generator=g)[:seqs * blocks_per_seq].view(seqs, blocks_per_seq)
+    slots = (tables[:, :, None] * block_size + torch.arange(block_size)).view(seqs, -1)[:, :context]
+    sees = torch.ones(seqs, 1, 1, context, dtype=torch.bool)
+    q = torch.randn(seqs, heads, head_dim, generator=g)
+
+    def gather() -> torch.Tensor:  # [2, seqs, kv_heads, context, head_dim]
+        return store.index_select(1, slots.reshape(-1)).view(2, seqs, context, kv_heads,
+                                                             head_dim).permute(0, 1, 3, 2, 4)
+    # The mirror holds the same keys, in rows with room to grow (as it does: its length doubles).
+    mirror = torch.zeros(2, seqs, kv_heads, 2 * context, head_dim)
+    mirror[..., :context, :] = gather()
+    mirror = mirror[..., :context, :]
+
+    def gathered():
+        keys, values = gather()
+        return F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=sees, enable_gqa=True)[:, :, 0]
+
+    def mirrored():
+        return _decode_attention(q, mirror[0], mirror[1], sees)
+    cpu = torch.device("cpu")
+    before, after = _median_ms(gathered, repeats, cpu), _median_ms(mirrored, repeats, cpu)
+    return {"sequences": seqs, "context": context, "gathered_expanded_ms": before, "mirrored_grouped_ms": after,
+            "speedup": before / after, "max_abs_diff": (gathered() - mirrored()).abs().max().item()}
+
+
+@torch.inference_mode()
+def run_llm_kernel_bench(layers: int = 8, hidden: int = 512, intermediate: int = 1536, heads: int = 8,
+                         kv_heads: int = 2, seqs: int = 16, context: int = 320, repeats: int = 20,
+                         seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    head_dim = hidden // heads
+    return {"model": f"synthetic llama {layers}x{hidden} (ffn {intermediate}, {heads} heads, {kv_heads} kv heads)",
+            "threads": torch.get_num_threads(),
+            "linear_layout": _linear_layout(layers, hidden, intermediate, heads, kv_heads, head_dim,
+                                            (1, 16, 64, 1024), repeats, g),
+            "decode_attention": _decode_attention_bench(seqs, context, heads, kv_heads, head_dim, 16, repeats, g)}

@@ -1,0 +1,26 @@
+"""How the LLM engine's linear weights lie in memory on the CPU.
+
+`nn.Linear` keeps its weight as [out, in] and computes x @ W.T. On the CPU, for the few rows of a decode step
+(16 sequences), the GEMM is faster when W.T is the contiguous one, i.e. W stored as [in, out] and seen through
+a transposed view: 1.23x for a whole step's weights streamed from memory
+(`benchmarks/results/llm-kernels-20261203-140354.json`). From 16 rows on the result is bit-for-bit the
+same, and at 64 and 1,024 rows so is the speed. The GR engine's steps run hundreds of beam rows, so it keeps
+nn.Linear's layout. Names, shapes and values of the state dict are unchanged (only strides differ), and
+`save_model` writes the tensors contiguous as before."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def lay_out_for_cpu(model: nn.Module) -> nn.Module:
+    """Stores every linear weight of `model` (on the CPU) input-major, in place; returns the model. A weight
+    shared with an embedding (a tied head) is left alone: the embedding's row lookups want it row-major."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if (isinstance(module, nn.Linear) and weight is not None and weight.device.type == "cpu"
+                and id(weight) not in embeddings and weight.is_contiguous()):
+            with torch.no_grad():
+                module.weight.data = weight.data.t().contiguous().t()
+    return model
