@@ -136,3 +136,25 @@ def test_kv_bytes_match_the_budget_sizing():
     cache = PagedKVCache(num_layers=2, num_blocks=5, block_size=16, num_kv_heads=2, head_dim=8, dtype=torch.float16)
     assert cache.kv_bytes() == 5 * 2048
     assert BlockManager.from_budget(cache.kv_bytes(), 16, 2, 2, 8, torch.float16).num_blocks == 5
+
+
+def test_same_length_prompts_and_a_one_token_remainder_in_one_step():
+    """Two whole 6-token prompts attend as one batch, beside b, whose first 8 tokens hit a's blocks that this very
+    step fills: b computes its one remaining token as a decode row, and the mirror copies b's context only
+    once a's KV is written."""
+    model = tiny_model("LlamaForCausalLM")
+    manager, cache = paged(model, num_blocks=16, mirror_bytes=1 << 20)
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(1, 64, (11,), generator=g).tolist()
+    b = a[:8] + [int(torch.randint(1, 64, (), generator=g))]
+    same = [torch.randint(1, 64, (6,), generator=g).tolist() for _ in range(2)]
+    work = []
+    for tokens in [a, *same]:
+        table, _ = manager.allocate(tokens)
+        manager.append_slot(table, tokens)
+        work.append((table, tokens, 0, len(tokens)))
+    table_b, cached = manager.allocate(b)
+    assert cached == 8
+    manager.append_slot(table_b, b)
+    run_step(model, manager, cache, work + [(table_b, b, 8, 9)])
+    assert cache.metadata.mirror is not None and [r.shape for r in cache.metadata.fresh] == [(1, 11), (2, 6)]
