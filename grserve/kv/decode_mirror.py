@@ -50,7 +50,8 @@ class DecodeMirror:
     def plan(self, seq_ids: list[int], contexts: list[list[int]]) -> MirrorPlan | None:
         """The plan for a step whose decode sequences are `seq_ids`, with the paged slots of their contexts,
         new token included; None (and the mirror forgotten) where it would not fit in `max_bytes`."""
-        for seq in [s for s in self.row_of if s not in set(seq_ids)]:  # left decoding: the row is free again
+        decoding = set(seq_ids)
+        for seq in [s for s in self.row_of if s not in decoding]:  # left decoding: the row is free again
             self.length_of.pop(self.row_of.pop(seq))
         used = set(self.row_of.values())
         rows, fills = [], []  # fills: (row, slots)
