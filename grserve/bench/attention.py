@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from grserve.ops.staged_attention import expand_prompt_kv, expanded_attention, staged_attention
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+def median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     # One untimed call first: allocator growth and kernel selection are not the steady state.
     fn()
     times = []
@@ -54,11 +54,11 @@ def run_attention_bench(prompt_len: int = 1024, beam_width: int = 256, num_heads
     valid = torch.ones(1, prompt_len, dtype=torch.bool, device=device)
     inputs = (q, k_s, v_s, valid, k_u, v_u)
 
-    staged_ms = _median_ms(lambda: staged_attention(*inputs), repeats, device)
-    expanded_ms = _median_ms(lambda: expanded_attention(*inputs), repeats, device)
-    expand_ms = _median_ms(lambda: expand_prompt_kv(k_s, v_s, valid, k_u, v_u), repeats, device)
+    staged_ms = median_ms(lambda: staged_attention(*inputs), repeats, device)
+    expanded_ms = median_ms(lambda: expanded_attention(*inputs), repeats, device)
+    expand_ms = median_ms(lambda: expand_prompt_kv(k_s, v_s, valid, k_u, v_u), repeats, device)
     k, v, mask = expand_prompt_kv(k_s, v_s, valid, k_u, v_u)
-    sdpa_ms = _median_ms(lambda: F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask,
+    sdpa_ms = median_ms(lambda: F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask,
                                                                  enable_gqa=True), repeats, device)
     diff = (staged_attention(*inputs).float() - expanded_attention(*inputs).float()).abs().max().item()
     return {"prompt_len": prompt_len, "beam_width": beam_width, "num_heads": num_heads,

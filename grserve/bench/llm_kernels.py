@@ -5,14 +5,14 @@ on the shapes of `grserve bench llm`'s synthetic Llama.
   from memory, not cache), row-major [out, in] against input-major (`model/weight_layout.py`), by rows.
 - Decode attention, one layer: the context gathered from the paged store and SDPA over keys expanded to the
   query heads (before), against keys read in place from the dense mirror with each KV head's query heads
-  grouped as its query rows (`kv/decode_mirror.py`, `kv/paged_kv._decode_attention`)."""
+  grouped as its query rows (`kv/decode_mirror.py`, `kv/paged_kv.decode_attention`)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from grserve.bench.attention import _median_ms
-from grserve.kv.paged_kv import _decode_attention
+from grserve.bench.attention import median_ms
+from grserve.kv.paged_kv import decode_attention
 
 
 def _linear_layout(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int,
@@ -27,7 +27,7 @@ def _linear_layout(layers: int, hidden: int, intermediate: int, heads: int, kv_h
 
         def step(weights):
             return [F.linear(x[w.shape[1]], w) for layer in weights for w in layer]
-        before, after = (_median_ms(lambda w=w: step(w), repeats, torch.device("cpu")) for w in (row_major, input_major))
+        before, after = (median_ms(lambda w=w: step(w), repeats, torch.device("cpu")) for w in (row_major, input_major))
         same = all(torch.equal(a, b) for a, b in zip(step(row_major), step(input_major)))
         out.append({"rows": n, "row_major_ms": before, "input_major_ms": after, "speedup": before / after,
                     "bitwise_equal": same})
@@ -57,9 +57,9 @@ def _decode_attention_bench(seqs: int, context: int, heads: int, kv_heads: int, 
         return F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=sees, enable_gqa=True)[:, :, 0]
 
     def mirrored():
-        return _decode_attention(q, mirror[0], mirror[1], sees)
+        return decode_attention(q, mirror[0], mirror[1], sees)
     cpu = torch.device("cpu")
-    before, after = _median_ms(gathered, repeats, cpu), _median_ms(mirrored, repeats, cpu)
+    before, after = median_ms(gathered, repeats, cpu), median_ms(mirrored, repeats, cpu)
     return {"sequences": seqs, "context": context, "gathered_expanded_ms": before, "mirrored_grouped_ms": after,
             "speedup": before / after, "max_abs_diff": (gathered() - mirrored()).abs().max().item()}
 

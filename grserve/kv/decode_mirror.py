@@ -9,7 +9,7 @@ in place. The paged store stays the truth (prefix caching, transfers and chunks 
 memory beside it and is used only while it fits in `max_bytes`, else the step gathers as before.
 
 `plan` runs on the host, a step ahead of the compute (overlap): it assigns rows and decides what to copy,
-and `apply` and `write` carry that out on the compute thread, in step order."""
+and `reserve`, `fill` and `write` carry that out on the compute thread, in step order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,32 +38,30 @@ class DecodeMirror:
                  device: torch.device, max_bytes: int):
         self.shape, self.dtype, self.device, self.max_bytes = (num_layers, num_kv_heads, head_dim), dtype, device, max_bytes
         self.buf = torch.zeros((num_layers, 2, 0, num_kv_heads, 0, head_dim), dtype=dtype, device=device)
-        # Host-side bookkeeping, as planned (a step ahead of `buf`).
-        self.row_of: dict[int, int] = {}
-        self.length_of: dict[int, int] = {}  # by row: positions the row holds once the planned steps ran
+        # Host-side bookkeeping, as planned (a step ahead of `buf`): each decoding sequence's row, and the
+        # positions that row holds once the planned steps ran.
+        self.rows: dict[int, tuple[int, int]] = {}
         self.capacity = (0, 0)  # rows and positions of `buf` once the planned steps ran
 
     def _bytes(self, rows: int, length: int) -> int:
         layers, heads, dim = self.shape
-        return layers * 2 * rows * heads * length * dim * torch.empty((), dtype=self.dtype).element_size()
+        return layers * 2 * rows * heads * length * dim * self.buf.element_size()
 
     def plan(self, seq_ids: list[int], contexts: list[list[int]]) -> MirrorPlan | None:
         """The plan for a step whose decode sequences are `seq_ids`, with the paged slots of their contexts,
         new token included; None (and the mirror forgotten) where it would not fit in `max_bytes`."""
         decoding = set(seq_ids)
-        for seq in [s for s in self.row_of if s not in decoding]:  # left decoding: the row is free again
-            self.length_of.pop(self.row_of.pop(seq))
-        used = set(self.row_of.values())
+        self.rows = {seq: held for seq, held in self.rows.items() if seq in decoding}  # the others' rows are free
+        used = {row for row, _ in self.rows.values()}
         rows, fills = [], []  # fills: (row, slots)
         for seq, context in zip(seq_ids, contexts):
-            row = self.row_of.get(seq)
+            row, held = self.rows.get(seq, (None, None))
             if row is None:  # the lowest free row, so that the rows a step reads stay few
                 row = next(r for r in range(len(used) + 1) if r not in used)
-                self.row_of[seq] = row
                 used.add(row)
-            if self.length_of.get(row) != len(context) - 1:  # new here, or its KV moved on without the mirror
+            if held != len(context) - 1:  # new here, or its KV moved on without the mirror
                 fills.append((row, context[:-1]))
-            self.length_of[row] = len(context)
+            self.rows[seq] = (row, len(context))
             rows.append(row)
         num_rows, length = max(rows) + 1, max(map(len, contexts))
         # Growing by doubling keeps reallocations to a few in a batch's life.
@@ -71,8 +69,7 @@ class DecodeMirror:
         capacity = (held_rows if num_rows <= held_rows else max(num_rows, 2 * held_rows),
                     held_length if length <= held_length else max(length, 2 * held_length, 64))
         if self._bytes(*capacity) > self.max_bytes:
-            self.row_of.clear()
-            self.length_of.clear()
+            self.rows.clear()
             return None
         self.capacity = capacity
         lengths = torch.zeros(num_rows, dtype=torch.long)

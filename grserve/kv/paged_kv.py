@@ -35,7 +35,7 @@ class AttentionMetadata:
     mirror: MirrorPlan | None = None  # where decode reads its keys in place (None: it gathers them)
 
 
-def _decode_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+def decode_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                       sees: torch.Tensor) -> torch.Tensor:
     """One query per row: [N, H, d] over keys, values [N, n_kv, S, d] where `sees` [N, 1, 1, S]. Each KV head's
     query heads (HF's grouping: head h reads KV head h // (H / n_kv)) go in as that head's query rows, so SDPA
@@ -122,7 +122,7 @@ class PagedKVCache:
                 # index_select, not store[:, slots]: the same gather, measured 4x faster on the CPU
                 context = store.index_select(1, m.decode_context.view(-1))
                 keys, values = context.view(2, *m.decode_context.shape, *store.shape[2:]).permute(0, 1, 3, 2, 4)
-                attended = _decode_attention(queries, keys, values, m.decode_sees)
+                attended = decode_attention(queries, keys, values, m.decode_sees)
             out[0, :, m.decode_rows] = attended.transpose(0, 1)
         for rows in m.fresh:  # [G, n]: G whole prompts of n tokens, each causal over itself
             attended = F.scaled_dot_product_attention(q[0][:, rows].transpose(0, 1), k[0][:, rows].transpose(0, 1),
@@ -146,7 +146,7 @@ class PagedKVCache:
             placed = queries.new_zeros((plan.num_rows, *queries.shape[1:]))
             placed[plan.rows] = queries
             queries = placed
-        attended = _decode_attention(queries, keys, values, plan.sees)
+        attended = decode_attention(queries, keys, values, plan.sees)
         return attended if plan.in_order else attended[plan.rows]
 
     def kv_bytes(self) -> int:

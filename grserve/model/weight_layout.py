@@ -18,9 +18,8 @@ def lay_out_for_cpu(model: nn.Module) -> nn.Module:
     shared with an embedding (a tied head) is left alone: the embedding's row lookups want it row-major."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if (isinstance(module, nn.Linear) and weight is not None and weight.device.type == "cpu"
-                and id(weight) not in embeddings and weight.is_contiguous()):
+        if (isinstance(module, nn.Linear) and module.weight.device.type == "cpu"
+                and id(module.weight) not in embeddings and module.weight.is_contiguous()):
             with torch.no_grad():
-                module.weight.data = weight.data.t().contiguous().t()
+                module.weight.data = module.weight.data.t().contiguous().t()
     return model

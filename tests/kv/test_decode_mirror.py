@@ -32,7 +32,7 @@ def test_a_mirror_that_would_not_fit_is_dropped():
     # 2 rows of 64 positions fit; a third row doubles the rows to 4, which does not.
     m = mirror(max_bytes=1 * 2 * 2 * 2 * 64 * 4 * 4)
     assert m.plan([1, 2], [[0], [1]]) is not None
-    assert m.plan([1, 2, 3], [[0, 4], [1, 5], [2]]) is None and not m.row_of
+    assert m.plan([1, 2, 3], [[0, 4], [1, 5], [2]]) is None and not m.rows
     again = m.plan([1, 2], [[0, 4, 6], [1, 5, 7]])
     assert again.fill_rows == [0, 1]  # forgotten: both copied afresh
 
