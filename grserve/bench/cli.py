@@ -72,6 +72,7 @@ def cmd_llm(args) -> None:
                       "ratio_vs_hf": run["ratio_tokens_per_s_vs_hf"], "ratio_vs_vllm": run["ratio_tokens_per_s_vs_vllm"],
                       "greedy_agreement": run["greedy_agreement"], "greedy_agreement_vllm": run["greedy_agreement_vllm"],
                       "ratio_overlap_on_vs_off": run["ratio_tokens_per_s_overlap_on_vs_off"],
+                      "ratio_compile_on_vs_off": run["ratio_tokens_per_s_compile_on_vs_off"],
                       "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))
 
 

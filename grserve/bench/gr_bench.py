@@ -147,7 +147,8 @@ def _plan(opts: BenchOptions) -> list:
     plan = []
     if "a" in opts.workloads:
         a = movielens_workload(beam_width=opts.beam_width)
-        plan.append((a, ABLATIONS if not opts.quick else {"grserve": {}}, True, True, opts.peak_requests))
+        quick = {name: ABLATIONS[name] for name in ("grserve", "grserve +compile")}
+        plan.append((a, ABLATIONS if not opts.quick else quick, True, True, opts.peak_requests))
     if "b" in opts.workloads and not opts.quick:
         model_dir = synthetic_model_dir()
         for P in (256, 1024, 2048):

@@ -1,6 +1,6 @@
 """`grserve bench llm`: output tokens/s and TTFT/TPOT percentiles of the LLM engine against transformers
 `generate` (and vLLM's offline `LLM.generate`, when its venv is given) on the same model and prompts, as
-ratios from one run; grserve both with and without overlap.
+ratios from one run; grserve both with and without overlap, and with and without compiled layers.
 
 The model is a synthetic one (`grserve synth`: a LlamaForCausalLM with a word-level tokenizer), used as
 a plain LLM: token-id prompts in, greedy continuations out. grserve gets all requests at once and
@@ -86,8 +86,8 @@ class _VLLM:
 
 
 class _Grserve:
-    def __init__(self, model_dir: Path, overlap: bool, dtype: str):
-        self.engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, overlap=overlap, dtype=dtype))
+    def __init__(self, model_dir: Path, dtype: str, **switches):
+        self.engine = LLMEngine(model_dir, LLMEngineConfig(max_num_batched_tokens=1024, dtype=dtype, **switches))
 
     def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
         return asyncio.run(_grserve(self.engine, prompts, max_tokens))
@@ -105,9 +105,11 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     takes its turns after the others: its idle worker process keeps polling and would slow them. Every system
     computes in `dtype`."""
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
-    default = LLMEngineConfig().overlap
-    systems = {"grserve": _Grserve(model_dir, default, dtype),
-               "grserve_other_overlap": _Grserve(model_dir, not default, dtype), "hf": _HF(model_dir, dtype)}
+    default = LLMEngineConfig()
+    systems = {"grserve": _Grserve(model_dir, dtype),
+               "grserve_other_overlap": _Grserve(model_dir, dtype, overlap=not default.overlap),
+               "grserve_other_compile": _Grserve(model_dir, dtype, compile=not default.compile),
+               "hf": _HF(model_dir, dtype)}
     vocab = systems["grserve"].engine.model.config.vocab_size
     batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
                 for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
@@ -137,16 +139,24 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     for name, r in result.items():
         r["all_tokens_per_s"] = [x["output_tokens_per_s"] for x in runs[name]]
         r.pop("outputs")
-    ours, other, hf, vllm = result["grserve"], result["grserve_other_overlap"], result["hf"], result.get("vllm")
-    on, off = (ours, other) if default else (other, ours)
+    ours, hf, vllm = result["grserve"], result["hf"], result.get("vllm")
+    other, other_compile = result["grserve_other_overlap"], result["grserve_other_compile"]
+
+    def on_vs_off(switch: bool, flipped: dict) -> float:
+        on, off = (ours, flipped) if switch else (flipped, ours)
+        return on["output_tokens_per_s"] / off["output_tokens_per_s"]
     return {"kind": "llm", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": machine_info(),
             "versions": {"torch": torch.__version__},
             "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
                          "max_tokens": max_tokens, "greedy": True, "repeats": repeats, "dtype": dtype},
-            "grserve": {**ours, "overlap": default}, "grserve_other_overlap": {**other, "overlap": not default},
-            "ratio_tokens_per_s_overlap_on_vs_off": on["output_tokens_per_s"] / off["output_tokens_per_s"],
+            "grserve": {**ours, "overlap": default.overlap, "compile": default.compile},
+            "grserve_other_overlap": {**other, "overlap": not default.overlap},
+            "ratio_tokens_per_s_overlap_on_vs_off": on_vs_off(default.overlap, other),
             "overlap_agreement": agree["grserve_other_overlap"],
+            "grserve_other_compile": {**other_compile, "compile": not default.compile},
+            "ratio_tokens_per_s_compile_on_vs_off": on_vs_off(default.compile, other_compile),
+            "compile_agreement": agree["grserve_other_compile"],
             "hf": hf, "vllm": vllm, "greedy_agreement": agree["hf"], "greedy_agreement_vllm": agree.get("vllm"),
             "ratio_tokens_per_s_vs_hf": ours["output_tokens_per_s"] / hf["output_tokens_per_s"],
             "ratio_tokens_per_s_vs_vllm": ours["output_tokens_per_s"] / vllm["output_tokens_per_s"] if vllm else None}

@@ -24,6 +24,7 @@ ABLATIONS = {
     "grserve -early_topk": {"early_topk": False},
     "grserve -trie_candidates": {"trie_candidates": False},
     "grserve +overlap": {"overlap": True},  # the engine's default is off on the CPU: measure it on
+    "grserve +compile": {"compile": True},
 }
 
 

@@ -15,6 +15,9 @@ def setting(default, help: str):
 DEVICE_HELP = "torch device: cpu, cuda or cuda:N"
 # Overlap's default: on for accelerators, where the host would otherwise leave the device idle; off on the CPU,
 # where the preparing thread competes with the compute for the same cores (see benchmarks/README.md).
+COMPILE_HELP = ("compile each decoder layer's dense work (norms, projections, RoPE, MLP) with torch.compile, "
+                "warmed for every shape class at start (tens of seconds the first time, seconds once inductor's "
+                "cache has it); the model runs eager where compiling fails")
 OVERLAP_HELP = ("prepare the next batch on a second thread while the current one computes; unset: on for "
                 "accelerators, off on the CPU")
 
@@ -58,6 +61,7 @@ class EngineConfig:
     trie_candidates: bool = setting(True, "gather logits at each beam's valid trie children only (off: a dense "
                                           "vocabulary mask per beam row)")
     overlap: bool | None = setting(None, OVERLAP_HELP)
+    compile: bool = setting(False, COMPILE_HELP)
     device: str = setting("cpu", DEVICE_HELP)
 
     def __post_init__(self) -> None:
@@ -100,6 +104,7 @@ class LLMEngineConfig:
                                  "computes bf16 natively, else float32), float32 or bfloat16")
     device: str = setting("cpu", DEVICE_HELP)
     overlap: bool | None = setting(None, OVERLAP_HELP)
+    compile: bool = setting(False, COMPILE_HELP)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -40,6 +40,7 @@ from grserve.engine.speculative import accept_greedy, propose_ngram, propose_wit
 from grserve.kv.block_manager import BlockManager
 from grserve.kv.transfer import KVBlocks
 from grserve.model.loader import load_model, stored_dtype
+from grserve.model.compiled import compile_layers
 from grserve.model.weight_layout import lay_out_for_cpu
 from grserve.model.precision import compute_dtype
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
@@ -271,6 +272,9 @@ class LLMEngine:
     def _build_runner(self) -> None:
         # The KV storage is allocated on the thread that computes with it (as the GR engine's runner): buffers
         # from another thread measured markedly slower on the CPU.
+        if self.config.compile:
+            for model in filter(None, (self.model, self.draft_model)):
+                compile_layers(model)
         self.runner = LLMModelRunner(self.model, self.blocks, self.config.device, self.config.decode_mirror_bytes)
         self._runner_ready.set()
 

@@ -22,6 +22,7 @@ from grserve.engine.request import GRRequest
 from grserve.items.vocab import PAD
 from grserve.kv.expanded_kv import ExpandedKVCache
 from grserve.kv.separated_kv import SeparatedKVCache
+from grserve.model.compiled import compile_layers, is_compiled, uncompile
 
 
 @dataclass
@@ -66,6 +67,12 @@ class GRModelRunner:
         self.device = torch.device(config.device)
         # Version 0, the bundle's own table: the catalog of requests that name none.
         self.catalog = CatalogSnapshot.build(0, bundle.table, trie=bundle.trie)
+        # The bundle's model is this engine's alone while it runs (the benchmarks' turns restart engines on it
+        # with and without compile).
+        if config.compile and not is_compiled(bundle.model):
+            compile_layers(bundle.model)
+        elif not config.compile:
+            uncompile(bundle.model)
         mc, rounds = bundle.model.config, bundle.vocab.levels - 1  # every level after the first is a decode round
         if config.separated_kv:  # the unshared buffer is allocated here once and reused by every batch
             self.kv = SeparatedKVCache(mc.num_hidden_layers, mc.num_key_value_heads, mc.head_dim,

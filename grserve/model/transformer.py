@@ -81,8 +81,8 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                causal: bool, past: tuple[torch.Tensor, torch.Tensor] | AttentionBackend | None):
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """q [B, H, T, d], k, v [B, n_kv, T, d] of the normed input x [B, T, hidden]; q and k rotated."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.num_kv_heads, self.head_dim)
@@ -90,17 +90,20 @@ class Attention(nn.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+               past: tuple[torch.Tensor, torch.Tensor] | AttentionBackend | None):
+        """The attention output [B, T, H * d] (before o_proj) and this layer's cache entry."""
+        B, _, T, _ = q.shape
         # hasattr is the Protocol's own structural test, without isinstance's microseconds per layer.
         if hasattr(past, "attend"):
-            out = past.attend(self.layer, q, k, v)
-            return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), past
+            return past.attend(self.layer, q, k, v).transpose(1, 2).reshape(B, T, -1), past
         if past is not None:
             k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=True,
                                              dropout_p=self.dropout if self.training else 0.0)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1)), (k, v)
+        return out.transpose(1, 2).reshape(B, T, -1), (k, v)
 
 
 class MLP(nn.Module):
@@ -123,10 +126,21 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
+    # The layer's dense work is two methods around the attention, so that `compile_layers` can compile them
+    # alone: attention over a backend's KV is host-planned and stays eager.
+    def attention_inputs(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Input norm, q/k/v projections, (Qwen3's q/k norms,) RoPE: q, k, v of the residual stream x."""
+        return self.self_attn.project(self.input_layernorm(x), cos, sin)
+
+    def finish(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """o_proj and the MLP, each added to the residual stream x."""
+        x = x + F.dropout(self.self_attn.o_proj(attended), self.dropout, self.training)
+        return x + F.dropout(self.mlp(self.post_attention_layernorm(x)), self.dropout, self.training)
+
     def forward(self, x, cos, sin, mask, causal, past):
-        h, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, causal, past)
-        x = x + F.dropout(h, self.dropout, self.training)
-        return x + F.dropout(self.mlp(self.post_attention_layernorm(x)), self.dropout, self.training), kv
+        q, k, v = self.attention_inputs(x, cos, sin)
+        attended, kv = self.self_attn.attend(q, k, v, mask, causal, past)
+        return self.finish(x, attended), kv
 
 
 class Decoder(nn.Module):

@@ -47,7 +47,7 @@ def test_bench_gr_quick(tmp_path, capsys):
     assert (run["peak_flops"]["bf16"] is not None) == has_bf16  # bf16 measured only where it is native
     [workload] = run["workloads"]
     systems = workload["systems"]
-    assert set(systems) == {"grserve", "hf"}
+    assert set(systems) == {"grserve", "grserve +compile", "hf"}
     for name, system in systems.items():
         assert len(system["peaks"]) == 3  # three turns each
         assert system["agreement_requests"] == 4
@@ -56,6 +56,7 @@ def test_bench_gr_quick(tmp_path, capsys):
         _check_slo_rule(system, 200.0)
     assert systems["hf"]["peak_requests"] == 4 and systems["grserve"]["peak_requests"] == 8
     assert systems["hf"]["agreement"] == 1.0  # the same constrained beam search
+    assert systems["grserve +compile"]["agreement"] == 1.0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["throughput"]["grserve"] > 0
 
 

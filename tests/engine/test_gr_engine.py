@@ -22,6 +22,7 @@ SWITCHES = {
     "full-sort": {"early_topk": False},
     "dense-mask": {"trie_candidates": False},
     "overlap-on": {"overlap": True},
+    "compiled": {"compile": True},
 }
 
 

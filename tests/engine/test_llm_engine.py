@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 from grserve.engine.config import LLMEngineConfig
 from grserve.engine.failure import EngineFailed
 from grserve.engine.llm_engine import LLMEngine
+from grserve.model.compiled import is_compiled
 from grserve.sampling.params import SamplingParams
 
 PROMPTS = [[5, 17, 42, 99, 3, 250, 7], [11] * 3, list(range(20, 70)), [300, 301, 302, 9, 8, 7, 6, 5, 4, 3, 44, 45, 46],
@@ -59,6 +60,19 @@ def test_greedy_equals_transformers(request, model_fixture, chunked, prefix, bud
         params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
         assert run_all(engine, PROMPTS, params) == expected
         assert run_all(engine, PROMPTS, params) == expected  # again: now with cached prefixes when on
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("model_fixture", ["llm_dir", "qwen_dir"])
+def test_compiled_greedy_equals_transformers(request, model_fixture):
+    """Compiled layers (prefill chunks, decode rows, both in one step) change no token."""
+    model_dir = request.getfixturevalue(model_fixture)
+    engine = LLMEngine(model_dir, LLMEngineConfig(block_size=4, max_num_batched_tokens=16, compile=True))
+    try:
+        assert is_compiled(engine.model)
+        params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+        assert run_all(engine, PROMPTS, params) == hf_greedy(model_dir, PROMPTS, 12)
     finally:
         engine.shutdown()
 
