@@ -1,6 +1,7 @@
 """`grserve bench llm`: output tokens/s and TTFT/TPOT percentiles of the LLM engine against transformers
 `generate` (and vLLM's offline `LLM.generate`, when its venv is given) on the same model and prompts, as
-ratios from one run; grserve both with and without overlap, and with and without compiled layers.
+ratios from one run; grserve both with and without overlap, with and without compiled layers, and with int8
+linears (its greedy agreement with grserve's float32 output is their quality cost).
 
 The model is a synthetic one (`grserve synth`: a LlamaForCausalLM with a word-level tokenizer), used as
 a plain LLM: token-id prompts in, greedy continuations out. grserve gets all requests at once and
@@ -110,6 +111,8 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
                "grserve_other_overlap": _Grserve(model_dir, dtype, overlap=not default.overlap),
                "grserve_other_compile": _Grserve(model_dir, dtype, compile=not default.compile),
                "hf": _HF(model_dir, dtype)}
+    if dtype == "float32":  # int8 linears take float32 activations
+        systems["grserve_int8"] = _Grserve(model_dir, dtype, quantization="int8")
     vocab = systems["grserve"].engine.model.config.vocab_size
     batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
                 for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
@@ -135,6 +138,16 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
                  for a, b in zip(ours["outputs"], theirs["outputs"])]
         return sum(a == b for a, b in pairs) / len(pairs)
     agree = {name: agreement(name) for name in runs if name != "grserve"}
+
+    def prefix_agreement(name: str) -> float:
+        """Mean share of each output that equals grserve's up to the first token that differs."""
+        shares = []
+        for ours, theirs in zip(runs["grserve"], runs[name]):
+            for a, b in zip(ours["outputs"], theirs["outputs"]):
+                same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+                shares.append(same / max(len(a), 1))
+        return sum(shares) / len(shares)
+    int8_prefix = prefix_agreement("grserve_int8") if "grserve_int8" in runs else None
     result = {name: sorted(r, key=lambda x: x["output_tokens_per_s"])[len(r) // 2] for name, r in runs.items()}
     for name, r in result.items():
         r["all_tokens_per_s"] = [x["output_tokens_per_s"] for x in runs[name]]
@@ -157,6 +170,11 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
             "grserve_other_compile": {**other_compile, "compile": not default.compile},
             "ratio_tokens_per_s_compile_on_vs_off": on_vs_off(default.compile, other_compile),
             "compile_agreement": agree["grserve_other_compile"],
+            "grserve_int8": result.get("grserve_int8"),
+            "int8_agreement": agree.get("grserve_int8"),
+            "int8_prefix_agreement": int8_prefix,
+            "ratio_tokens_per_s_int8_vs_grserve": (result["grserve_int8"]["output_tokens_per_s"]
+                                                   / ours["output_tokens_per_s"] if "grserve_int8" in result else None),
             "hf": hf, "vllm": vllm, "greedy_agreement": agree["hf"], "greedy_agreement_vllm": agree.get("vllm"),
             "ratio_tokens_per_s_vs_hf": ours["output_tokens_per_s"] / hf["output_tokens_per_s"],
             "ratio_tokens_per_s_vs_vllm": ours["output_tokens_per_s"] / vllm["output_tokens_per_s"] if vllm else None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from grserve.model.precision import DTYPES
+from grserve.model.quantized import QUANTIZATIONS
 
 
 def setting(default, help: str):
@@ -105,8 +106,16 @@ class LLMEngineConfig:
     device: str = setting("cpu", DEVICE_HELP)
     overlap: bool | None = setting(None, OVERLAP_HELP)
     compile: bool = setting(False, COMPILE_HELP)
+    quantization: str = setting("none", "LLM linear weights: none (the dtype's) or int8 (int8 per output channel, "
+                                        "activations quantized per call: PyTorch's dynamic quantized linear, CPU "
+                                        "only, float32 otherwise)")
 
     def __post_init__(self) -> None:
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
+        if self.quantization != "none" and (self.compile or self.dtype == "bfloat16"):
+            raise ValueError(f"quantization: int8 takes float32 activations, without compile; got dtype "
+                             f"{self.dtype}, compile {self.compile}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.overlap and self.speculative_tokens:

@@ -39,11 +39,13 @@ from grserve.engine.sequence import ONLINE, Sequence
 from grserve.engine.speculative import accept_greedy, propose_ngram, propose_with_model
 from grserve.kv.block_manager import BlockManager
 from grserve.kv.transfer import KVBlocks
-from grserve.model.loader import load_model, stored_dtype
 from grserve.model.compiled import compile_layers
-from grserve.model.weight_layout import lay_out_for_cpu
+from grserve.model.loader import load_model, stored_dtype
 from grserve.model.precision import compute_dtype
+from grserve.model.quantized import quantize_int8
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
+from grserve.model.transformer import Transformer
+from grserve.model.weight_layout import lay_out_for_cpu
 from grserve.sampling.params import SamplingParams
 from grserve.sampling.sampler import Sampler, make_generator
 
@@ -74,13 +76,13 @@ class _InFlight:
 class LLMEngine:
     def __init__(self, model_dir: str | Path, config: LLMEngineConfig | None = None):
         self.config = c = config or LLMEngineConfig()
-        self.dtype = dtype = compute_dtype(c.dtype, stored_dtype(model_dir), c.device)
-        # Decode steps multiply a few rows by every weight: laid out input-major, as the CPU's GEMM reads them fastest.
-        self.model = lay_out_for_cpu(load_model(model_dir, device=c.device, dtype=dtype))
+        # int8 linears take float32 activations: `auto` then means float32.
+        self.dtype = dtype = (torch.float32 if c.quantization == "int8"
+                              else compute_dtype(c.dtype, stored_dtype(model_dir), c.device))
+        self.model = self._load(model_dir)
         self.tokenizer = load_tokenizer(model_dir)
         mc = self.model.config
-        self.draft_model = (lay_out_for_cpu(load_model(c.draft_model, device=c.device, dtype=dtype))
-                            if c.draft_model else None)
+        self.draft_model = self._load(c.draft_model) if c.draft_model else None
         if self.draft_model is not None and self.draft_model.config.vocab_size != mc.vocab_size:
             raise ValueError(f"draft_model: vocabulary of {self.draft_model.config.vocab_size} tokens differs from "
                              f"the model's {mc.vocab_size}")
@@ -105,6 +107,13 @@ class LLMEngine:
         self.num_computed_tokens = self.num_draft_tokens = self.num_accepted_tokens = 0
         self._compute_queue: queue.Queue = queue.Queue(maxsize=2)  # with overlap: steps and beam requests
         self._start_threads()
+
+    def _load(self, model_dir: str | Path) -> Transformer:
+        # Decode steps multiply a few rows by every weight: laid out input-major, as the CPU's GEMM reads them
+        # fastest; or int8, a quarter of the bytes.
+        c = self.config
+        model = lay_out_for_cpu(load_model(model_dir, device=c.device, dtype=self.dtype))
+        return quantize_int8(model) if c.quantization == "int8" else model
 
     def _start_threads(self) -> None:
         loops = [(self._compute_loop, "llm-compute"), (self._host_loop, "llm-host")] if self.config.overlap \
