@@ -11,6 +11,8 @@ that of a 1-token `generate` of the batch and its TPOT the rest of the time over
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import random
 import time
 from pathlib import Path
@@ -59,6 +61,9 @@ class _HF:
                                   do_sample=False, pad_token_id=0)
         return out, time.perf_counter() - started
 
+    def close(self) -> None:
+        self.model = None
+
     def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
         ids = torch.tensor(prompts)
         _, first = self._generate(ids, 1)
@@ -102,36 +107,41 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
                   dtype: str = "float32") -> dict:
     """Each system runs `repeats` batches, the systems taking turns on each batch, and is reported by its
     median run: this machine's speed drifts by tens of percent over minutes, and turns put every system
-    under the same drift. Every batch has prompts of its own, so no run finds them in a prefix cache. vLLM
-    takes its turns after the others: its idle worker process keeps polling and would slow them. Every system
-    computes in `dtype`."""
+    under the same drift. Every batch has prompts of its own, so no run finds them in a prefix cache. A
+    system is built for its turn, warmed up, and closed after it, so that only one is alive at a time: with
+    three idle grserve engines beside it, one ran ~15% slower on an AVX2 EPYC
+    (`benchmarks/results/llm-idle-engines-20261204.json`). vLLM takes its turns after the others, kept alive
+    across them: its worker process takes a minute to start. Every system computes in `dtype`."""
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
     default = LLMEngineConfig()
-    systems = {"grserve": _Grserve(model_dir, dtype),
-               "grserve_other_overlap": _Grserve(model_dir, dtype, overlap=not default.overlap),
-               "grserve_other_compile": _Grserve(model_dir, dtype, compile=not default.compile),
-               "hf": _HF(model_dir, dtype)}
+    makers = {"grserve": functools.partial(_Grserve, model_dir, dtype),
+              "grserve_other_overlap": functools.partial(_Grserve, model_dir, dtype, overlap=not default.overlap),
+              "grserve_other_compile": functools.partial(_Grserve, model_dir, dtype, compile=not default.compile),
+              "hf": functools.partial(_HF, model_dir, dtype)}
     if dtype == "float32":  # int8 linears take float32 activations
-        systems["grserve_int8"] = _Grserve(model_dir, dtype, quantization="int8")
-    vocab = systems["grserve"].engine.model.config.vocab_size
+        makers["grserve_int8"] = functools.partial(_Grserve, model_dir, dtype, quantization="int8")
+    vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
                 for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
-    runs: dict[str, list[dict]] = {name: [] for name in list(systems) + (["vllm"] if vllm_python else [])}
+    runs: dict[str, list[dict]] = {name: [] for name in list(makers) + (["vllm"] if vllm_python else [])}
 
-    def take_turns(group: dict) -> None:
+    def take_turns(group: dict, restart: bool) -> None:
+        live: dict = {}
         try:
-            for system in group.values():
-                system.run(batches[0][:2], 4)  # warm-up
             for batch in batches[1:]:
-                for name, system in group.items():
-                    runs[name].append(system.run(batch, max_tokens))
+                for name, make in group.items():
+                    if name not in live:
+                        live[name] = make()
+                        live[name].run(batches[0][:2], 4)  # warm-up
+                    runs[name].append(live[name].run(batch, max_tokens))
+                    if restart:
+                        live.pop(name).close()
         finally:
-            for system in group.values():
-                if hasattr(system, "close"):
-                    system.close()
-    take_turns(systems)
+            for system in live.values():
+                system.close()
+    take_turns(makers, restart=True)
     if vllm_python:
-        take_turns({"vllm": _VLLM(model_dir, vllm_python, dtype)})
+        take_turns({"vllm": functools.partial(_VLLM, model_dir, vllm_python, dtype)}, restart=False)
 
     def agreement(name: str) -> float:
         pairs = [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
