@@ -10,32 +10,37 @@ waits on one. The layers share one graph per class: they differ in weights, whic
 """
 from __future__ import annotations
 
+import functools
 import logging
-import weakref
 
 import torch
 from torch import nn
 
-from grserve.model.transformer import Transformer, rope_cos_sin
+from grserve.model.transformer import DecoderLayer, Transformer, rope_cos_sin
 
 log = logging.getLogger(__name__)
 
 COMPILED = ("attention_inputs", "finish")
 # (rows, tokens) of each shape class: torch compiles 1 apart from any larger size, and 2 stands for those.
 SHAPE_CLASSES = ((1, 1), (1, 2), (2, 1), (2, 2))
-# Each layer's compiled methods, kept while the layer lives: compiling a layer again (an engine restarted on
-# the same model, as the benchmarks' turns do) reuses them, and with them torch's compiled graphs.
-_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Each model shape adds its four classes to the graphs kept per method; torch's default of 8 would send a
+# third model shape (a server's LLM beside two GR models) back to eager.
+RECOMPILE_LIMIT = 64
+# The compiled methods, one per process, taking the layer as their first argument: every layer of every
+# model (an engine restarted on its model, as the benchmarks' turns do, or a second model of the same shapes)
+# reuses the graphs already compiled.
+_compiled: dict = {}
 
 
 def compile_layers(model: Transformer) -> bool:
     """Compiles `model`'s layers in place and warms every shape class. Where compiling fails (no C++
     compiler for inductor, an unsupported platform) the eager methods stay, the reason is logged, and
     False is returned: a server starts either way."""
+    if not _compiled:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        _compiled.update({name: torch.compile(getattr(DecoderLayer, name), dynamic=True) for name in COMPILED})
     for layer in model.model.layers:
-        methods = _compiled.setdefault(layer, {name: torch.compile(getattr(type(layer), name).__get__(layer),
-                                                                   dynamic=True) for name in COMPILED})
-        layer.__dict__.update(methods)
+        layer.__dict__.update({name: functools.partial(_compiled[name], layer) for name in COMPILED})
     try:
         warm(model)
     except Exception as e:  # inductor's failures have no common type: any of them means "run eager"
@@ -46,8 +51,7 @@ def compile_layers(model: Transformer) -> bool:
 
 
 def uncompile(model: Transformer) -> None:
-    """Puts the eager methods back (the compiled ones are instance attributes over the class's; they stay
-    kept for a later `compile_layers`)."""
+    """Puts the eager methods back (the compiled ones are instance attributes over the class's)."""
     for layer in model.model.layers:
         for name in COMPILED:
             layer.__dict__.pop(name, None)

@@ -44,14 +44,14 @@ def test_compiled_layers_equal_eager_at_unwarmed_sizes_without_compiling_again(a
     torch.testing.assert_close(logits, model(ids, positions)[0], rtol=1e-4, atol=1e-4)
 
 
-def test_compiling_again_reuses_the_compiled_methods():
-    model = tiny_model(tiny_config("LlamaForCausalLM"))
-    compile_layers(model)
-    first = model.model.layers[0].__dict__["finish"]
-    uncompile(model)
-    assert "finish" not in model.model.layers[0].__dict__
-    compile_layers(model)
-    assert model.model.layers[0].__dict__["finish"] is first
+def test_a_second_model_of_the_same_shapes_compiles_nothing_new():
+    config = tiny_config("LlamaForCausalLM")
+    first, second = tiny_model(config, seed=1), tiny_model(config, seed=2)
+    compile_layers(first)
+    uncompile(first)
+    assert "finish" not in first.model.layers[0].__dict__
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert compile_layers(second)  # its warm-up would raise on any new compile
 
 
 def test_a_compiler_that_fails_leaves_the_model_eager(monkeypatch, caplog):
@@ -63,7 +63,7 @@ def test_a_compiler_that_fails_leaves_the_model_eager(monkeypatch, caplog):
     ids, positions = random_ids((2, 5)), torch.arange(5).expand(2, 5)
     with torch.no_grad():
         expected, _ = model(ids, positions)
-    monkeypatch.setattr(compiled, "_compiled", compiled.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(compiled, "_compiled", {})
     monkeypatch.setattr(compiled.torch, "compile", broken)
     with caplog.at_level(logging.WARNING, logger="grserve.model.compiled"):
         assert compile_layers(model) is False
@@ -71,3 +71,14 @@ def test_a_compiler_that_fails_leaves_the_model_eager(monkeypatch, caplog):
     assert "no working C++ compiler" in caplog.text
     with torch.no_grad():
         torch.testing.assert_close(model(ids, positions)[0], expected)
+
+
+def test_a_compiled_model_is_freed_once_unreferenced():
+    import gc
+    import weakref
+    model = tiny_model(tiny_config("LlamaForCausalLM"), seed=4)
+    compile_layers(model)
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None  # nothing process-wide (the compiled methods) holds on to it
