@@ -81,8 +81,9 @@ def cmd_eval(args) -> None:
     examples = split.test if args.split == "test" else split.valid
     if args.users:
         examples = examples[:args.users]
-    result = round_metrics(evaluate(Recommender(bundle), examples, args.beam_width,
-                                    progress=not args.json))
+    from grserve.engine.config import EngineConfig
+    recommender = Recommender(bundle, EngineConfig(quantization=args.quantization))
+    result = round_metrics(evaluate(recommender, examples, args.beam_width, progress=not args.json))
     if args.json:
         print(json.dumps({"model": result["model"], "popularity": result["popularity"]}))
         return
@@ -185,12 +186,15 @@ def _add_train(sub) -> None:
 
 
 def _add_eval(sub) -> None:
+    from grserve.model.quantized import QUANTIZATIONS
     p = _with_model(sub.add_parser("eval", help="Recall/NDCG@5,10 on the leave-one-out split vs popularity"))
     p.add_argument("--dataset", help="dataset to evaluate on (default: the dataset the model was trained on)")
     p.add_argument("--item-meta", help="JSON of item descriptions for a sequence file")
     p.add_argument("--split", choices=("test", "valid"), default="test", help="which held-out item each user is "
                                                                               "scored on (default: %(default)s)")
     p.add_argument("--beam-width", type=int, default=50, help="beams searched per user (default: %(default)s)")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
+                   help="the model's linear weights, as `grserve serve --quantization` (default: %(default)s)")
     p.add_argument("--users", type=int, default=0, help="evaluate only the first N users (default: 0, all)")
     p.add_argument("--json", action="store_true", help="print the model's and popularity's metrics as one JSON "
                                                        "line instead of a table")

@@ -19,8 +19,19 @@ DEVICE_HELP = "torch device: cpu, cuda or cuda:N"
 COMPILE_HELP = ("compile each decoder layer's dense work (norms, projections, RoPE, MLP) with torch.compile, "
                 "warmed for every shape class at start (tens of seconds the first time, seconds once inductor's "
                 "cache has it); the model runs eager where compiling fails")
+QUANTIZATION_HELP = ("linear weights of the decoder layers: none (the dtype's) or int8 (int8 per output channel, "
+                     "activations quantized per call: PyTorch's dynamic quantized linear; CPU, float32; answers "
+                     "then depend slightly on what else is in their batch)")
 OVERLAP_HELP = ("prepare the next batch on a second thread while the current one computes; unset: on for "
                 "accelerators, off on the CPU")
+
+
+def check_quantization(quantization: str, compile: bool, dtype: str = "float32") -> None:
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    if quantization != "none" and (compile or dtype == "bfloat16"):
+        raise ValueError(f"quantization: int8 takes float32 activations, without compile; got dtype {dtype}, "
+                         f"compile {compile}")
 
 
 # A step of a third of the deadline leaves a request arriving during a full step its own step and as much
@@ -63,9 +74,11 @@ class EngineConfig:
                                           "vocabulary mask per beam row)")
     overlap: bool | None = setting(None, OVERLAP_HELP)
     compile: bool = setting(False, COMPILE_HELP)
+    quantization: str = setting("none", QUANTIZATION_HELP)
     device: str = setting("cpu", DEVICE_HELP)
 
     def __post_init__(self) -> None:
+        check_quantization(self.quantization, self.compile)
         if self.overlap is None:
             self.overlap = self.device != "cpu"
         if self.target_step_ms is not None and not (isinstance(self.target_step_ms, (int, float))
@@ -106,16 +119,10 @@ class LLMEngineConfig:
     device: str = setting("cpu", DEVICE_HELP)
     overlap: bool | None = setting(None, OVERLAP_HELP)
     compile: bool = setting(False, COMPILE_HELP)
-    quantization: str = setting("none", "LLM linear weights: none (the dtype's) or int8 (int8 per output channel, "
-                                        "activations quantized per call: PyTorch's dynamic quantized linear, CPU "
-                                        "only, float32 otherwise)")
+    quantization: str = setting("none", QUANTIZATION_HELP)
 
     def __post_init__(self) -> None:
-        if self.quantization not in QUANTIZATIONS:
-            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {self.quantization!r}")
-        if self.quantization != "none" and (self.compile or self.dtype == "bfloat16"):
-            raise ValueError(f"quantization: int8 takes float32 activations, without compile; got dtype "
-                             f"{self.dtype}, compile {self.compile}")
+        check_quantization(self.quantization, self.compile, self.dtype)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.overlap and self.speculative_tokens:

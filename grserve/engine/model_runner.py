@@ -23,6 +23,7 @@ from grserve.items.vocab import PAD
 from grserve.kv.expanded_kv import ExpandedKVCache
 from grserve.kv.separated_kv import SeparatedKVCache
 from grserve.model.compiled import compile_layers, is_compiled, uncompile
+from grserve.model.quantized import is_quantized, quantize_int8
 
 
 @dataclass
@@ -67,6 +68,8 @@ class GRModelRunner:
         self.device = torch.device(config.device)
         # Version 0, the bundle's own table: the catalog of requests that name none.
         self.catalog = CatalogSnapshot.build(0, bundle.table, trie=bundle.trie)
+        if config.quantization == "int8" and not is_quantized(bundle.model):  # for good: the float weights go
+            quantize_int8(bundle.model)
         # The bundle's model is this engine's alone while it runs (the benchmarks' turns restart engines on it
         # with and without compile).
         if config.compile and not is_compiled(bundle.model):

@@ -44,3 +44,22 @@ def test_llm_engine_serves_int8(llm_dir):
 def test_settings_int8_cannot_take_are_refused(settings, field):
     with pytest.raises(ValueError, match=field):
         LLMEngineConfig(**settings)
+
+
+def test_gr_engine_serves_int8_items_of_its_catalog_only():
+    from grserve.engine.config import EngineConfig
+    from grserve.engine.gr_engine import GREngine
+    from grserve.engine.request import GRRequest
+    from tests.conftest import make_bundle
+    bundle = make_bundle(num_items=120, codebook_size=5, seed=7)
+    engine = GREngine(bundle, EngineConfig(max_beam_width=32, max_batch_rows=256, quantization="int8"))
+    try:
+        assert is_quantized(bundle.model)
+        exclude = {0, 1, 2}
+        result = engine.submit(GRRequest([1, 5, 9, 14], 16, 8, exclude)).result(timeout=120)
+        valid = {tuple(c) for c in bundle.table.codes.tolist()}
+        scores = [score for _, score, _ in result.items]
+        assert len(result.items) == 8 and scores == sorted(scores, reverse=True)
+        assert all(tuple(sid) in valid and item not in exclude for item, _, sid in result.items)
+    finally:
+        engine.shutdown()
