@@ -35,8 +35,8 @@ from grserve.engine.llm_output import CompletionDelta, LLMRequest, next_delta
 from grserve.engine.llm_prefix_transfer import PrefixTransfer
 from grserve.engine.llm_runner import LLMModelRunner, PreparedStep
 from grserve.engine.llm_scheduler import LLMScheduler, LLMSchedulerConfig
+from grserve.engine.llm_step_sampling import StepResult, next_draft, sample_step, speculable
 from grserve.engine.sequence import ONLINE, Sequence
-from grserve.engine.speculative import accept_greedy, propose_ngram, propose_with_model
 from grserve.kv.block_manager import BlockManager
 from grserve.kv.transfer import KVBlocks
 from grserve.model.compiled import compile_layers
@@ -53,24 +53,11 @@ _request_ids = itertools.count()
 
 
 @dataclass
-class _StepResult:
-    """What the compute thread hands back for one step: per ready sequence the tokens to append (more than one
-    when a draft was accepted) with logprobs, and the last token per ready sequence as a tensor (the next
-    step's placeholders); or the error that failed the step."""
-
-    tokens: list[list[int]] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    tops: list = field(default_factory=list)
-    sampled: torch.Tensor | None = None
-    error: Exception | None = None
-
-
-@dataclass
 class _InFlight:
     step: PreparedStep
     computed: threading.Event = field(default_factory=threading.Event)
     postprocessed: threading.Event = field(default_factory=threading.Event)
-    result: _StepResult | None = None
+    result: StepResult | None = None
 
 
 class LLMEngine:
@@ -377,41 +364,14 @@ class LLMEngine:
                 while not previous.postprocessed.wait(0.1):
                     if self.stopped.is_set():
                         return
-            work.result = self._sample(work.step, logits)
+            work.result = sample_step(work.step, logits, self.sampler, self.requests, self.eos_token_id)
+            self.num_draft_tokens += work.result.drafted
+            self.num_accepted_tokens += work.result.accepted
         except Exception as e:  # a failed step fails its requests, never the engine
-            work.result = _StepResult(error=e)
+            work.result = StepResult(error=e)
         # Not in a `finally`: a death here (BaseException) must leave the step unfinished, so the host thread
         # waits until the engine has failed with this thread's reason, instead of postprocessing no result.
         work.computed.set()
-
-    def _sample(self, step: PreparedStep, logits: list[torch.Tensor]) -> _StepResult:
-        result = _StepResult(tokens=[[] for _ in step.ready], logprobs=[0.0] * len(step.ready),
-                             tops=[[] for _ in step.ready])
-        plain = [i for i, draft in enumerate(step.drafts) if not draft]
-        for i, draft in enumerate(step.drafts):
-            if draft:
-                accepted = accept_greedy(draft, logits[i].argmax(-1).tolist())
-                self.num_draft_tokens += len(draft)
-                self.num_accepted_tokens += len(accepted) - 1
-                result.tokens[i] = accepted
-        if plain:
-            seqs = [step.ready[i] for i in plain]
-            reqs = [self.requests.get(s.seq_id) for s in seqs]
-            params = [s.params for s in seqs]
-            rows = self.sampler.apply_penalties(torch.cat([logits[i] for i in plain]),
-                                                [s.output_token_ids for s in seqs],
-                                                [s.prompt_token_ids for s in seqs], params, self.eos_token_id)
-            gens = [r.generators[r.seqs.index(s)] if r else None for r, s in zip(reqs, seqs)]
-            tokens, logprobs, tops = self.sampler.sample(rows, params, gens)
-            for i, token, lp, top in zip(plain, tokens.tolist(), logprobs.tolist(), tops):
-                result.tokens[i], result.logprobs[i], result.tops[i] = [token], lp, top
-        result.sampled = torch.tensor([t[-1] for t in result.tokens], dtype=torch.long)
-        return result
-
-    def _speculable(self, seq: Sequence) -> bool:
-        p = seq.params
-        return (self.config.speculative_tokens > 0 and p.greedy and p.logprobs is None and not seq.in_prefill
-                and p.repetition_penalty == 1 and p.presence_penalty == 0 and p.frequency_penalty == 0)
 
     def _postprocess(self, work: _InFlight) -> None:
         """Appends each ready sequence's tokens, checks its stop conditions, emits deltas and proposes the next
@@ -438,15 +398,10 @@ class LLMEngine:
                         if req is None or seq.finish_reason is not None:
                             break  # aborted or finished while computing
                         self._append(seq, req, token, lp, top)
+                k = self.config.speculative_tokens
                 for seq in step.ready:
-                    if seq.finish_reason is None and self._speculable(seq):
-                        k = self.config.speculative_tokens
-                        seq.draft = (propose_with_model(self.draft_model, seq.token_ids, k)
-                                     if self.draft_model is not None else propose_ngram(seq.token_ids, k))
-                        # never draft past max_tokens or the context
-                        room = min(seq.params.max_tokens - len(seq.output_token_ids),
-                                   self.max_model_len - seq.num_tokens) - 1
-                        seq.draft = seq.draft[:max(0, room)]
+                    if seq.finish_reason is None and speculable(seq, k):
+                        seq.draft = next_draft(seq, k, self.draft_model, self.max_model_len)
         work.postprocessed.set()
 
     def _append(self, seq: Sequence, req: LLMRequest, token: int, logprob: float, top: list) -> None:
