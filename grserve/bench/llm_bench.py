@@ -143,19 +143,20 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     if vllm_python:
         take_turns({"vllm": functools.partial(_VLLM, model_dir, vllm_python, dtype)}, restart=False)
 
+    def pairs(name: str) -> list[tuple[list[int], list[int]]]:
+        """(grserve's output, `name`'s output) for every prompt of every run."""
+        return [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
+                for a, b in zip(ours["outputs"], theirs["outputs"])]
+
     def agreement(name: str) -> float:
-        pairs = [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
-                 for a, b in zip(ours["outputs"], theirs["outputs"])]
-        return sum(a == b for a, b in pairs) / len(pairs)
+        both = pairs(name)
+        return sum(a == b for a, b in both) / len(both)
     agree = {name: agreement(name) for name in runs if name != "grserve"}
 
     def prefix_agreement(name: str) -> float:
         """Mean share of each output that equals grserve's up to the first token that differs."""
-        shares = []
-        for ours, theirs in zip(runs["grserve"], runs[name]):
-            for a, b in zip(ours["outputs"], theirs["outputs"]):
-                same = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-                shares.append(same / max(len(a), 1))
+        shares = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))) / max(len(a), 1)
+                  for a, b in pairs(name)]
         return sum(shares) / len(shares)
     int8_prefix = prefix_agreement("grserve_int8") if "grserve_int8" in runs else None
     result = {name: sorted(r, key=lambda x: x["output_tokens_per_s"])[len(r) // 2] for name, r in runs.items()}

@@ -97,10 +97,10 @@ class LLMEngine:
 
     def _load(self, model_dir: str | Path) -> Transformer:
         # Decode steps multiply a few rows by every weight: laid out input-major, as the CPU's GEMM reads them
-        # fastest; or int8, a quarter of the bytes.
+        # fastest; or int8, a quarter of the bytes (repacked by the quantizer, so no layout first).
         c = self.config
-        model = lay_out_for_cpu(load_model(model_dir, device=c.device, dtype=self.dtype))
-        return quantize_int8(model) if c.quantization == "int8" else model
+        model = load_model(model_dir, device=c.device, dtype=self.dtype)
+        return quantize_int8(model) if c.quantization == "int8" else lay_out_for_cpu(model)
 
     def _start_threads(self) -> None:
         loops = [(self._compute_loop, "llm-compute"), (self._host_loop, "llm-host")] if self.config.overlap \
