@@ -73,6 +73,7 @@ def cmd_llm(args) -> None:
                       "greedy_agreement": run["greedy_agreement"], "greedy_agreement_vllm": run["greedy_agreement_vllm"],
                       "ratio_overlap_on_vs_off": run["ratio_tokens_per_s_overlap_on_vs_off"],
                       "ratio_compile_on_vs_off": run["ratio_tokens_per_s_compile_on_vs_off"],
+                      "ratio_packed_linears_on_vs_off": run["ratio_tokens_per_s_packed_linears_on_vs_off"],
                       "ratio_int8_vs_grserve": run["ratio_tokens_per_s_int8_vs_grserve"],
                       "int8_prefix_agreement": run["int8_prefix_agreement"],
                       "ttft_ms": run["grserve"]["ttft"], "tpot_ms": run["grserve"]["tpot"]}, indent=2))

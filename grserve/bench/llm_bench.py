@@ -1,7 +1,8 @@
 """`grserve bench llm`: output tokens/s and TTFT/TPOT percentiles of the LLM engine against transformers
 `generate` (and vLLM's offline `LLM.generate`, when its venv is given) on the same model and prompts, as
-ratios from one run; grserve both with and without overlap, with and without compiled layers, and with int8
-linears (its greedy agreement with grserve's float32 output is their quality cost).
+ratios from one run; grserve both with and without overlap, with and without compiled layers, with and
+without oneDNN-packed linears, and with int8 linears (its greedy agreement with grserve's float32 output is
+their quality cost).
 
 The model is a synthetic one (`grserve synth`: a LlamaForCausalLM with a word-level tokenizer), used as
 a plain LLM: token-id prompts in, greedy continuations out. grserve gets all requests at once and
@@ -117,6 +118,8 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     makers = {"grserve": functools.partial(_Grserve, model_dir, dtype),
               "grserve_other_overlap": functools.partial(_Grserve, model_dir, dtype, overlap=not default.overlap),
               "grserve_other_compile": functools.partial(_Grserve, model_dir, dtype, compile=not default.compile),
+              "grserve_other_packed": functools.partial(_Grserve, model_dir, dtype,
+                                                        packed_linears=not default.packed_linears),
               "hf": functools.partial(_HF, model_dir, dtype)}
     if dtype == "float32":  # int8 linears take float32 activations
         makers["grserve_int8"] = functools.partial(_Grserve, model_dir, dtype, quantization="int8")
@@ -165,6 +168,7 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
         r.pop("outputs")
     ours, hf, vllm = result["grserve"], result["hf"], result.get("vllm")
     other, other_compile = result["grserve_other_overlap"], result["grserve_other_compile"]
+    other_packed = result["grserve_other_packed"]
 
     def on_vs_off(switch: bool, flipped: dict) -> float:
         on, off = (ours, flipped) if switch else (flipped, ours)
@@ -181,6 +185,9 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
             "grserve_other_compile": {**other_compile, "compile": not default.compile},
             "ratio_tokens_per_s_compile_on_vs_off": on_vs_off(default.compile, other_compile),
             "compile_agreement": agree["grserve_other_compile"],
+            "grserve_other_packed": {**other_packed, "packed_linears": not default.packed_linears},
+            "ratio_tokens_per_s_packed_linears_on_vs_off": on_vs_off(default.packed_linears, other_packed),
+            "packed_linears_agreement": agree["grserve_other_packed"],
             "grserve_int8": result.get("grserve_int8"),
             "int8_agreement": agree.get("grserve_int8"),
             "int8_prefix_agreement": int8_prefix,

@@ -2,7 +2,8 @@
 on the shapes of `grserve bench llm`'s synthetic Llama.
 
 - Linear weight layout: every linear of every layer once (as a decode step streams them, so weights come
-  from memory, not cache), row-major [out, in] against input-major (`model/weight_layout.py`), by rows.
+  from memory, not cache), row-major [out, in] against input-major (`model/weight_layout.py`) and against
+  oneDNN's packed weights (`model/packed_linear.py`), by rows.
 - Decode attention, one layer: the context gathered from the paged store and SDPA over keys expanded to the
   query heads (before), against keys read in place from the dense mirror with each KV head's query heads
   grouped as its query rows (`kv/decode_mirror.py`, `kv/paged_kv.decode_attention`)."""
@@ -13,6 +14,13 @@ import torch.nn.functional as F
 
 from grserve.bench.attention import median_ms
 from grserve.kv.paged_kv import decode_attention
+from grserve.model.packed_linear import PackedLinear
+
+
+def _linear(weight: torch.Tensor) -> torch.nn.Linear:
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight.data = weight
+    return linear
 
 
 def _linear_layout(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int,
@@ -21,6 +29,8 @@ def _linear_layout(layers: int, hidden: int, intermediate: int, heads: int, kv_h
               (hidden, heads * head_dim), (intermediate, hidden), (intermediate, hidden), (hidden, intermediate)]
     row_major = [[torch.randn(shape, generator=g) for shape in shapes] for _ in range(layers)]
     input_major = [[w.t().contiguous().t() for w in layer] for layer in row_major]
+    onednn = torch.backends.mkldnn.is_available()
+    packed = [[PackedLinear(_linear(w)) for w in layer] for layer in row_major] if onednn else None
     out = []
     for n in rows:
         x = {k: torch.randn(n, k, generator=g) for k in {s[1] for s in shapes}}
@@ -29,8 +39,16 @@ def _linear_layout(layers: int, hidden: int, intermediate: int, heads: int, kv_h
             return [F.linear(x[w.shape[1]], w) for layer in weights for w in layer]
         before, after = (median_ms(lambda w=w: step(w), repeats, torch.device("cpu")) for w in (row_major, input_major))
         same = all(torch.equal(a, b) for a, b in zip(step(row_major), step(input_major)))
-        out.append({"rows": n, "row_major_ms": before, "input_major_ms": after, "speedup": before / after,
-                    "bitwise_equal": same})
+        row = {"rows": n, "row_major_ms": before, "input_major_ms": after, "speedup": before / after,
+               "bitwise_equal": same}
+        if packed is not None:
+            def packed_step():
+                return [p(x[p.in_features]) for layer in packed for p in layer]
+            row["onednn_packed_ms"] = median_ms(packed_step, repeats, torch.device("cpu"))
+            row["packed_speedup_vs_input_major"] = after / row["onednn_packed_ms"]
+            row["packed_max_rel_diff"] = max(((a - b).abs().max() / b.abs().max()).item()
+                                             for a, b in zip(packed_step(), step(row_major)))
+        out.append(row)
     return out
 
 

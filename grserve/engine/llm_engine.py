@@ -41,6 +41,7 @@ from grserve.kv.block_manager import BlockManager
 from grserve.kv.transfer import KVBlocks
 from grserve.model.compiled import compile_layers
 from grserve.model.loader import load_model, stored_dtype
+from grserve.model.packed_linear import pack_linears
 from grserve.model.precision import compute_dtype
 from grserve.model.quantized import quantize_int8
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
@@ -96,11 +97,16 @@ class LLMEngine:
         self._start_threads()
 
     def _load(self, model_dir: str | Path) -> Transformer:
-        # Decode steps multiply a few rows by every weight: laid out input-major, as the CPU's GEMM reads them
-        # fastest; or int8, a quarter of the bytes (repacked by the quantizer, so no layout first).
+        # Decode steps multiply a few rows by every weight: packed for oneDNN, or else laid out input-major, as
+        # the CPU's GEMM reads them fastest; or int8, a quarter of the bytes (repacked by the quantizer, so no
+        # layout first). Compiled layers keep plain weights: dynamo cannot trace oneDNN's opaque tensors.
         c = self.config
         model = load_model(model_dir, device=c.device, dtype=self.dtype)
-        return quantize_int8(model) if c.quantization == "int8" else lay_out_for_cpu(model)
+        if c.quantization == "int8":
+            return quantize_int8(model)
+        if c.packed_linears and not c.compile and pack_linears(model):
+            return model
+        return lay_out_for_cpu(model)
 
     def _start_threads(self) -> None:
         loops = [(self._compute_loop, "llm-compute"), (self._host_loop, "llm-host")] if self.config.overlap \

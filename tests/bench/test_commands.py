@@ -78,6 +78,7 @@ def test_bench_llm(tmp_path, monkeypatch):
           "--hidden", "64", "--repeats", "1", "--out", str(tmp_path)])
     run = _written(tmp_path, "llm-*.json")
     assert run["greedy_agreement"] == 1.0 and run["overlap_agreement"] == 1.0  # transformers' tokens
+    assert run["packed_linears_agreement"] == 1.0
     assert run["machine"]["cpu"] and run["vllm"] is None
 
 
@@ -87,6 +88,7 @@ def test_bench_llm_kernels(tmp_path):
     # Both layouts compute the same products (bit for bit from 16 rows on); both attentions the same outputs.
     assert [r["rows"] for r in run["linear_layout"]] == [1, 16, 64, 1024]
     assert all(r["bitwise_equal"] for r in run["linear_layout"] if r["rows"] >= 16)
+    assert all(r["packed_max_rel_diff"] < 1e-5 for r in run["linear_layout"])
     assert run["decode_attention"]["max_abs_diff"] < 1e-5 and run["machine"]["cpu"]
 
 

@@ -1,0 +1,91 @@
+"""oneDNN-packed linears: the row buckets (worked by hand), each packed linear against `F.linear` over the
+original weight at every row count and input shape, the model's logits against the unpacked model's, the
+tied head left alone, a clean refusal where oneDNN is missing or fails, and the LLM engine's switch."""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm_engine import LLMEngine
+from grserve.model import packed_linear
+from grserve.model.packed_linear import PackedLinear, pack_linears, padded_rows
+from tests.kv import ARCHITECTURES, tiny_model
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+
+
+def test_buckets_keep_small_row_counts_and_pad_the_rest_by_under_an_eighth():
+    assert [padded_rows(n) for n in (1, 7, 16)] == [1, 7, 16]
+    assert [padded_rows(n) for n in (17, 18, 19, 33, 65, 100, 1000, 1024, 1025)] == \
+        [18, 18, 20, 36, 72, 104, 1024, 1024, 1152]
+    for n in range(1, 5000):
+        assert n <= padded_rows(n) < n * 1.125 and padded_rows(padded_rows(n)) == padded_rows(n)
+    assert len({padded_rows(n) for n in range(1, 4097)}) == 80  # primitives oneDNN keeps per weight shape
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 3, 16, 17, 31, 100, 1000])
+def test_packed_linear_equals_f_linear(rows):
+    g = torch.Generator().manual_seed(rows)
+    linear = nn.Linear(48, 40, bias=False)
+    with torch.no_grad():
+        linear.weight.normal_(generator=g)
+    packed = PackedLinear(linear)
+    x = torch.randn(rows, 48, generator=g)
+    torch.testing.assert_close(packed(x), F.linear(x, linear.weight), rtol=1e-5, atol=1e-4)
+    batched = x.view(1, rows, 48)  # the engine's packed [1, T, hidden] row
+    assert packed(batched).shape == (1, rows, 40)
+    torch.testing.assert_close(packed(batched)[0], packed(x))
+
+
+@needs_onednn
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@torch.no_grad()
+def test_packed_model_gives_the_unpacked_logits(architecture):
+    reference, packed = tiny_model(architecture), tiny_model(architecture)
+    if architecture == "Qwen3ForCausalLM":  # tiny_model ties nothing: tie this one, as small Qwen3s are
+        packed.lm_head.weight = reference.lm_head.weight = packed.model.embed_tokens.weight
+    assert pack_linears(packed)
+    layer = packed.model.layers[0]
+    assert all(isinstance(m, PackedLinear) for m in (layer.self_attn.q_proj, layer.self_attn.o_proj,
+                                                      layer.mlp.gate_proj, layer.mlp.down_proj))
+    tied = architecture == "Qwen3ForCausalLM"
+    assert isinstance(packed.lm_head, nn.Linear if tied else PackedLinear)
+    assert not tied or packed.lm_head.weight is packed.model.embed_tokens.weight
+    ids = torch.randint(1, 64, (3, 16), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(16).expand(3, 16)
+    torch.testing.assert_close(packed(ids, positions)[0], reference(ids, positions)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_without_onednn_nothing_is_packed(monkeypatch):
+    model = tiny_model("LlamaForCausalLM")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert not pack_linears(model)
+    assert type(model.model.layers[0].mlp.up_proj) is nn.Linear
+
+
+def test_a_failing_pack_leaves_the_model_plain_and_says_why(monkeypatch, caplog):
+    def broken(self, linear):
+        raise RuntimeError("no packed path on this CPU")
+    monkeypatch.setattr(packed_linear.PackedLinear, "__init__", broken)
+    model = tiny_model("LlamaForCausalLM")
+    with caplog.at_level(logging.WARNING):
+        assert not pack_linears(model)
+    assert "no packed path on this CPU" in caplog.text
+    assert type(model.model.layers[1].self_attn.k_proj) is nn.Linear
+
+
+@needs_onednn
+@pytest.mark.parametrize("packed", [True, False])
+def test_engine_switch(llm_dir, packed):
+    engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, packed_linears=packed))
+    try:
+        proj = engine.model.model.layers[0].mlp.up_proj
+        assert isinstance(proj, PackedLinear) == packed
+        if not packed:  # the fallback layout: input-major
+            assert proj.weight.t().is_contiguous()
+    finally:
+        engine.shutdown()
