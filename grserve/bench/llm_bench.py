@@ -23,6 +23,7 @@ import torch
 
 from grserve.bench.machine import machine_info
 from grserve.bench.workloads import synthetic_model_dir
+from grserve.engine.compute_threads import on_compute_thread, threads_kept_for_compute
 from grserve.engine.config import LLMEngineConfig
 from grserve.engine.llm_engine import LLMEngine
 from grserve.sampling.params import SamplingParams
@@ -52,6 +53,9 @@ async def _grserve(engine: LLMEngine, prompts: list[list[int]], max_tokens: int)
 
 
 class _HF:
+    """transformers on a compute thread of its own for each call: this thread keeps one torch thread
+    (`engine/compute_threads.py`), so that no idle team of its own slows grserve's step threads."""
+
     def __init__(self, model_dir: Path, dtype: str):
         from transformers import AutoModelForCausalLM
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).eval()
@@ -66,6 +70,9 @@ class _HF:
         self.model = None
 
     def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
+        return on_compute_thread(self._run, prompts, max_tokens)
+
+    def _run(self, prompts: list[list[int]], max_tokens: int) -> dict:
         ids = torch.tensor(prompts)
         _, first = self._generate(ids, 1)
         out, total = self._generate(ids, max_tokens)
@@ -112,7 +119,14 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
     system is built for its turn, warmed up, and closed after it, so that only one is alive at a time: with
     three idle grserve engines beside it, one ran ~15% slower on an AVX2 EPYC
     (`benchmarks/results/llm-idle-engines-20261204.json`). vLLM takes its turns after the others, kept alive
-    across them: its worker process takes a minute to start. Every system computes in `dtype`."""
+    across them: its worker process takes a minute to start. Every system computes in `dtype`, on this
+    process's torch threads; this thread, which only orchestrates, keeps one (`engine/compute_threads.py`)."""
+    with threads_kept_for_compute():
+        return _run(requests, prompt_len, max_tokens, layers, hidden, seed, vllm_python, repeats, dtype)
+
+
+def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: int, seed: int,
+         vllm_python: str | None, repeats: int, dtype: str) -> dict:
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
     default = LLMEngineConfig()
     makers = {"grserve": functools.partial(_Grserve, model_dir, dtype),

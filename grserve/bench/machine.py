@@ -7,6 +7,7 @@ import platform
 
 import torch
 
+from grserve.engine.compute_threads import compute_threads
 from grserve.model.precision import cpu_info, native_bf16
 
 # The flags that change which kernels run fast: vector width, native bf16/fp16 dot products, matrix units.
@@ -18,5 +19,7 @@ def machine_info() -> dict:
     """The record every benchmark result carries."""
     name, flags = cpu_info()
     return {"cpu": name, "isa": [f for f in ISA_FLAGS if f in flags], "native_bf16": native_bf16(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads(), "platform": platform.platform(),
+            # the threads the engines compute on, where the caller keeps one for itself
+            "cores": os.cpu_count(), "threads": compute_threads() or torch.get_num_threads(),
+            "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__}

@@ -22,6 +22,7 @@ import torch
 
 from grserve.bundle import GRBundle
 from grserve.catalog.snapshot import CatalogSnapshot
+from grserve.engine.compute_threads import enter_compute
 from grserve.engine.config import EngineConfig
 from grserve.engine.core_loan import CoreLoan
 from grserve.engine.failure import EngineFailed, guarded, settle
@@ -171,9 +172,9 @@ class GREngine:
                     continue
 
     def _step_loop(self) -> None:
-        # The runner (its KV and index buffers) is built on the thread that uses it: measured here, buffers
-        # allocated by another thread made every step about 1.5x slower on the CPU.
-        self._step_threads = torch.get_num_threads()
+        # This thread computes: it takes the torch threads (`compute_threads`), and the runner (its KV and
+        # index buffers) is built here, on the thread that uses it.
+        self._step_threads = enter_compute()
         try:
             self.runner = GRModelRunner(self.bundle, self.config)
         except Exception as e:

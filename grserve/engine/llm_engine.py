@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 
+from grserve.engine.compute_threads import enter_compute
 from grserve.engine.config import LLMEngineConfig
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.llm_beam import beam_search
@@ -272,8 +273,9 @@ class LLMEngine:
                                      reason))
 
     def _build_runner(self) -> None:
-        # The KV storage is allocated on the thread that computes with it (as the GR engine's runner): buffers
-        # from another thread measured markedly slower on the CPU.
+        # This thread computes: it takes the torch threads (`compute_threads`), and its KV storage is
+        # allocated here (as the GR engine's runner).
+        enter_compute()
         if self.config.compile:
             for model in filter(None, (self.model, self.draft_model)):
                 compile_layers(model)

@@ -12,6 +12,7 @@ import time
 import uvicorn
 
 from grserve.catalog.change_log import default_state_dir
+from grserve.engine.compute_threads import keep_threads_for_compute
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
 from grserve.server.model_spec import GR
@@ -45,7 +46,9 @@ def run_server(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Before the model loads: torch's default is every core of the host, which oversubscribes the CPUs when
     # an affinity mask, a cgroup quota or other instances on the host leave this process fewer.
-    size_torch_threads(config.threads)
+    # The engines' step threads compute on them; this thread, which loads the models and serves HTTP, on one,
+    # so that it never holds a thread team beside theirs (see engine/compute_threads.py).
+    keep_threads_for_compute(size_torch_threads(config.threads))
     if config.gr_models:  # a served catalog outlives the process
         config.state_dir = config.state_dir or str(default_state_dir("{model}"))
         logging.getLogger("grserve").info("live catalogs: change logs in %s", config.state_dir)
