@@ -1,6 +1,6 @@
 """oneDNN-packed linears: the row buckets (worked by hand), each packed linear against `F.linear` over the
-original weight at every row count and input shape, the model's logits against the unpacked model's, the
-tied head left alone, a clean refusal where oneDNN is missing or fails, and the LLM engine's switch."""
+original weight at every row count and input shape, fused ones against their parts, the model's logits
+against the unpacked model's, the tied head left alone, a clean refusal where oneDNN is missing or fails, and the LLM engine's switch."""
 import logging
 
 import pytest
@@ -42,6 +42,19 @@ def test_packed_linear_equals_f_linear(rows):
 
 
 @needs_onednn
+def test_several_linears_pack_into_one_gemm_with_their_outputs_side_by_side():
+    g = torch.Generator().manual_seed(0)
+    parts = [nn.Linear(32, n, bias=False) for n in (24, 8, 8)]
+    for p in parts:
+        with torch.no_grad():
+            p.weight.normal_(generator=g)
+    x = torch.randn(5, 32, generator=g)
+    fused = PackedLinear(*parts)
+    assert fused.out_features == 40
+    torch.testing.assert_close(fused(x), torch.cat([F.linear(x, p.weight) for p in parts], -1), rtol=1e-5, atol=1e-4)
+
+
+@needs_onednn
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 @torch.no_grad()
 def test_packed_model_gives_the_unpacked_logits(architecture):
@@ -50,8 +63,9 @@ def test_packed_model_gives_the_unpacked_logits(architecture):
         packed.lm_head.weight = reference.lm_head.weight = packed.model.embed_tokens.weight
     assert pack_linears(packed)
     layer = packed.model.layers[0]
-    assert all(isinstance(m, PackedLinear) for m in (layer.self_attn.q_proj, layer.self_attn.o_proj,
-                                                      layer.mlp.gate_proj, layer.mlp.down_proj))
+    assert all(isinstance(m, PackedLinear) for m in (layer.self_attn.qkv_proj, layer.self_attn.o_proj,
+                                                      layer.mlp.gate_up_proj, layer.mlp.down_proj))
+    assert not hasattr(layer.self_attn, "q_proj") and not hasattr(layer.mlp, "up_proj")  # fused, not copied
     tied = architecture == "Qwen3ForCausalLM"
     assert isinstance(packed.lm_head, nn.Linear if tied else PackedLinear)
     assert not tied or packed.lm_head.weight is packed.model.embed_tokens.weight
@@ -83,9 +97,9 @@ def test_a_failing_pack_leaves_the_model_plain_and_says_why(monkeypatch, caplog)
 def test_engine_switch(llm_dir, packed):
     engine = LLMEngine(llm_dir, LLMEngineConfig(block_size=4, packed_linears=packed))
     try:
-        proj = engine.model.model.layers[0].mlp.up_proj
-        assert isinstance(proj, PackedLinear) == packed
+        mlp = engine.model.model.layers[0].mlp
+        assert isinstance(mlp.gate_up_proj, PackedLinear) == packed
         if not packed:  # the fallback layout: input-major
-            assert proj.weight.t().is_contiguous()
+            assert mlp.gate_up_proj is None and mlp.up_proj.weight.t().is_contiguous()
     finally:
         engine.shutdown()
