@@ -23,7 +23,7 @@ import torch
 
 from grserve.bench.machine import machine_info
 from grserve.bench.workloads import synthetic_model_dir
-from grserve.engine.compute_threads import on_compute_thread, threads_kept_for_compute
+from grserve.engine.compute_threads import run_compute, threads_kept_for_compute
 from grserve.engine.config import LLMEngineConfig
 from grserve.engine.llm_engine import LLMEngine
 from grserve.sampling.params import SamplingParams
@@ -53,8 +53,8 @@ async def _grserve(engine: LLMEngine, prompts: list[list[int]], max_tokens: int)
 
 
 class _HF:
-    """transformers on a compute thread of its own for each call: this thread keeps one torch thread
-    (`engine/compute_threads.py`), so that no idle team of its own slows grserve's step threads."""
+    """transformers on the compute thread, as grserve's forwards: this thread keeps one torch thread
+    (`engine/compute_threads.py`), so that no idle team of its own slows the compute thread's."""
 
     def __init__(self, model_dir: Path, dtype: str):
         from transformers import AutoModelForCausalLM
@@ -70,7 +70,7 @@ class _HF:
         self.model = None
 
     def run(self, prompts: list[list[int]], max_tokens: int) -> dict:
-        return on_compute_thread(self._run, prompts, max_tokens)
+        return run_compute(self._run, prompts, max_tokens)
 
     def _run(self, prompts: list[list[int]], max_tokens: int) -> dict:
         ids = torch.tensor(prompts)

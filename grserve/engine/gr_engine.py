@@ -18,11 +18,9 @@ import threading
 import time
 from typing import Callable
 
-import torch
-
 from grserve.bundle import GRBundle
 from grserve.catalog.snapshot import CatalogSnapshot
-from grserve.engine.compute_threads import enter_compute
+from grserve.engine.compute_threads import run_compute, thread_count
 from grserve.engine.config import EngineConfig
 from grserve.engine.core_loan import CoreLoan
 from grserve.engine.failure import EngineFailed, guarded, settle
@@ -172,11 +170,10 @@ class GREngine:
                     continue
 
     def _step_loop(self) -> None:
-        # This thread computes: it takes the torch threads (`compute_threads`), and the runner (its KV and
-        # index buffers) is built here, on the thread that uses it.
-        self._step_threads = enter_compute()
+        # The runner (its KV and index buffers) is built on the compute thread, which uses it.
+        self._step_threads = thread_count()
         try:
-            self.runner = GRModelRunner(self.bundle, self.config)
+            self.runner = run_compute(GRModelRunner, self.bundle, self.config)
         except Exception as e:
             self._runner_error = e
         self._runner_ready.set()
@@ -197,12 +194,10 @@ class GREngine:
 
     def _step(self, batch: PreparedBatch) -> None:
         threads = self.lend_core.step_threads(self._step_threads)
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
         started = time.perf_counter()
         self.running_requests, self.running_rows = len(batch.requests), batch.rows
         try:
-            beams = self.runner.run(batch)
+            beams = run_compute(self.runner.run, batch, threads=threads)
         except Exception as e:  # a failed batch fails its requests, never the engine
             for r in batch.requests:
                 settle(r.future, error=e)

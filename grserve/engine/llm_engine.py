@@ -28,7 +28,7 @@ from typing import Callable
 
 import torch
 
-from grserve.engine.compute_threads import enter_compute
+from grserve.engine.compute_threads import run_compute
 from grserve.engine.config import LLMEngineConfig
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.llm_beam import beam_search
@@ -188,7 +188,7 @@ class LLMEngine:
     def export_prefix(self, token_ids: list[int]) -> KVBlocks:
         """The KV of the leading full blocks of `token_ids` that the prefix cache holds (a prefill instance's
         answer: run the prompt first)."""
-        return self.transfer.export(self.runner.kv.kv, token_ids)
+        return run_compute(self.transfer.export, self.runner.kv.kv, token_ids)
 
     def import_prefix(self, blocks: KVBlocks) -> Future:
         """Adopts KV blocks from a prefill instance into the prefix cache, so that a prompt starting with
@@ -257,8 +257,8 @@ class LLMEngine:
     def _run_beam_search(self, req: LLMRequest) -> None:
         p = req.seqs[0].params
         try:
-            hypotheses = beam_search(self.model, req.seqs[0].prompt_token_ids, p.best_of or p.n, p.n, p.max_tokens,
-                                     self.eos_token_id, p.ignore_eos, p.length_penalty)
+            hypotheses = run_compute(beam_search, self.model, req.seqs[0].prompt_token_ids, p.best_of or p.n, p.n,
+                                     p.max_tokens, self.eos_token_id, p.ignore_eos, p.length_penalty)
         except Exception as e:
             hypotheses = e
         with self.lock:
@@ -273,14 +273,15 @@ class LLMEngine:
                                      reason))
 
     def _build_runner(self) -> None:
-        # This thread computes: it takes the torch threads (`compute_threads`), and its KV storage is
-        # allocated here (as the GR engine's runner).
-        enter_compute()
+        # On the compute thread, which allocates the KV storage it computes with (as the GR engine's runner).
+        self.runner = run_compute(self._make_runner)
+        self._runner_ready.set()
+
+    def _make_runner(self) -> LLMModelRunner:
         if self.config.compile:
             for model in filter(None, (self.model, self.draft_model)):
                 compile_layers(model)
-        self.runner = LLMModelRunner(self.model, self.blocks, self.config.device, self.config.decode_mirror_bytes)
-        self._runner_ready.set()
+        return LLMModelRunner(self.model, self.blocks, self.config.device, self.config.decode_mirror_bytes)
 
     def _next_beam_request(self) -> LLMRequest | None:
         with self.lock:
@@ -304,7 +305,7 @@ class LLMEngine:
         self._build_runner()
         while not self.stopped.is_set():
             for write in self.transfer.adopt(self.runner.kv.kv):
-                write()
+                run_compute(write)
             beam = self._next_beam_request()
             if beam is not None:
                 self._run_beam_search(beam)
@@ -357,7 +358,7 @@ class LLMEngine:
             if isinstance(item, LLMRequest):
                 self._run_beam_search(item)
             elif isinstance(item, functools.partial):
-                item()
+                run_compute(item)
             else:
                 self._compute(item, previous)
                 previous = item
@@ -367,12 +368,12 @@ class LLMEngine:
         try:
             if work.step.fill_at and (previous is None or previous.result.sampled is None):
                 raise RuntimeError("the step this one continues failed")
-            logits = self.runner.execute(work.step, previous.result.sampled if previous else None)
+            logits = run_compute(self.runner.execute, work.step, previous.result.sampled if previous else None)
             if previous is not None:  # sampling reads the histories and finish states that step completes
                 while not previous.postprocessed.wait(0.1):
                     if self.stopped.is_set():
                         return
-            work.result = sample_step(work.step, logits, self.sampler, self.requests, self.eos_token_id)
+            work.result = run_compute(sample_step, work.step, logits, self.sampler, self.requests, self.eos_token_id)
             self.num_draft_tokens += work.result.drafted
             self.num_accepted_tokens += work.result.accepted
         except Exception as e:  # a failed step fails its requests, never the engine

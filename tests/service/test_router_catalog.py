@@ -4,6 +4,7 @@ catalog), a request after the router's 200 never lands on an instance still at t
 started later catches up, and bad changes pass on as the instance's 400 naming the field."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ from grserve.client import GRServeClient
 from grserve.service.registry import Registry
 from grserve.service.router import create_router_app
 from tests.catalog.oracle import CatalogModel, assert_same_answer, reference_answer
-from tests.server.conftest import free_port, running
+from tests.server.conftest import running
 from tests.service.conftest import instance_cpus, start_instance, wait_for
 
 TOKEN = "catalog-admin"
@@ -64,7 +65,16 @@ def answer(url: str, **auth) -> tuple[int, list[tuple[str, float]]]:
 def port_above(urls: list[str]) -> int:
     """A free port above theirs: the instance on it has the largest id ("127.0.0.1:<port>", all 5 digits)."""
     top = max(int(u.rsplit(":", 1)[1]) for u in urls)
-    return wait_for(lambda: (p := free_port()) > top and p, 10, "a free port above the instances'")
+    # Probed port by port: the OS hands out ephemeral ports only up to 60999, so with the instances high in
+    # that range a port it picks is seldom above theirs (this failed a CI run once).
+    for port in range(top + 1, 65536):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port above {top}")
 
 
 def ask_until(router: str, stop: threading.Event, got: list) -> None:
