@@ -175,10 +175,14 @@ def test_search_history_and_answer_as_the_api_says(page, server, tmp_path):  # n
     assert_rendered(shot)
 
     Select(page.find_element("id", "beam-width")).select_by_value("16")
+    # The new width re-renders the table: its rows are clicked only once they are that answer's (a row found
+    # before it was replaced went stale under a click once).
+    wait_for(page, lambda d: (shown_request(d) or {}).get("beam_width") == 16, "the answer with beam width 16")
     first = page.find_element("css selector", "#recs tbody tr")
+    excluded = first.get_attribute("data-item-id")
     first.find_element("css selector", "button[data-action=exclude]").click()
-    wait_for(page, lambda d: (shown_request(d) or {}).get("exclude") == [shown[0]]
+    wait_for(page, lambda d: (shown_request(d) or {}).get("exclude") == [excluded]
              and shown_request(d)["beam_width"] == 16, "the answer with beam width 16 and one exclusion")
     body = shown_request(page)
     assert body["history"] == added
-    assert shown[0] not in assert_shows_the_api_answer(page, server, body)
+    assert excluded not in assert_shows_the_api_answer(page, server, body)
