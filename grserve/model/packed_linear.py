@@ -45,8 +45,9 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         n = rows.shape[0]
-        if padded_rows(n) != n:
-            rows = F.pad(rows, (0, 0, 0, padded_rows(n) - n))
+        padded = padded_rows(n)
+        if padded != n:
+            rows = F.pad(rows, (0, 0, 0, padded - n))
         out = torch.ops.mkldnn._linear_pointwise(rows, self.packed, None, "none", [], "")
         return out[:n].view(*x.shape[:-1], self.out_features)
 

@@ -46,8 +46,8 @@ def run_server(config: ServerConfig) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Before the model loads: torch's default is every core of the host, which oversubscribes the CPUs when
     # an affinity mask, a cgroup quota or other instances on the host leave this process fewer.
-    # The engines' step threads compute on them; this thread, which loads the models and serves HTTP, on one,
-    # so that it never holds a thread team beside theirs (see engine/compute_threads.py).
+    # The compute thread that every engine hands its steps computes on them; this thread, which loads the
+    # models and serves HTTP, on one, so that it never holds a thread team beside its (engine/compute_threads.py).
     keep_threads_for_compute(size_torch_threads(config.threads))
     if config.gr_models:  # a served catalog outlives the process
         config.state_dir = config.state_dir or str(default_state_dir("{model}"))
