@@ -20,6 +20,7 @@ from typing import IO, Protocol
 
 import torch
 
+from grserve.engine.compute_threads import run_compute
 from grserve.items.item_table import ItemTable
 from grserve.items.synthetic import write_tokenizer
 from grserve.items.trie import SIDTrie
@@ -55,22 +56,19 @@ def sid_of(tokens: list[int], vocab: GRVocab) -> SID:
 
 class HFBeamSearch:
     """transformers beam search: the prompt is expanded to W rows before prefill, and the trie is a Python
-    callback per beam per step. `threads`, when given, sets torch's (process-wide) intra-op thread count."""
+    callback per beam per step. It computes on the compute thread, as grserve's engines do: on a thread of
+    its own its idle OpenMP team would slow theirs (`engine/compute_threads.py`)."""
 
-    def __init__(self, model_dir: str | Path, name: str = "hf", constrained: bool = True,
-                 threads: int | None = None):
+    def __init__(self, model_dir: str | Path, name: str = "hf", constrained: bool = True):
         self.model_dir = Path(model_dir)
         self.name = name
         self.constrained = constrained
-        self.threads = threads
         self.model: torch.nn.Module | None = None
 
     def start(self) -> None:
         # Imported here: transformers takes seconds to import, and only this baseline needs it.
         from transformers import AutoModelForCausalLM
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
         table = ItemTable.load(self.model_dir)
         self.vocab = GRVocab.of(table)
         self.trie = SIDTrie.from_table(table)
@@ -83,12 +81,15 @@ class HFBeamSearch:
     def close(self) -> None:
         self.model = None
 
-    @torch.no_grad()
     def rank(self, prompts: list[list[int]], beam_width: int, top_n: int) -> list[Ranking]:
         """All prompts in one `generate`, left-padded to the longest (as a serving wrapper batches them):
         every generated suffix then starts at the same column."""
         if self.model is None:
             raise RuntimeError(f"{self.name}: call start() first")
+        return run_compute(self._rank, prompts, beam_width, top_n)
+
+    @torch.no_grad()
+    def _rank(self, prompts: list[list[int]], beam_width: int, top_n: int) -> list[Ranking]:
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[PAD] * (width - len(p)) + p for p in prompts], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)

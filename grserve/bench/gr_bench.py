@@ -22,6 +22,7 @@ from grserve.bench.sweep import SWEEP, Turns, TurnOptions, measure_peaks, qps_at
 from grserve.bench.systems import ABLATIONS, GrserveSystem, QueuedBaseline
 from grserve.bench.workloads import Workload, movielens_workload, synthetic_model_dir, synthetic_workload
 from grserve.bundle import GRBundle
+from grserve.engine.compute_threads import run_compute, threads_kept_for_compute
 from grserve.engine.config import step_target_ms
 
 
@@ -168,6 +169,13 @@ SLOW_BASELINE_REQUESTS = 4
 
 
 def run_bench(opts: BenchOptions) -> dict:
+    """Every system's forwards run on the compute thread, this thread, which only orchestrates, on one torch
+    thread: an OpenMP team of its own, even idle, slows the compute thread's (`engine/compute_threads.py`)."""
+    with threads_kept_for_compute():
+        return _run_bench(opts)
+
+
+def _run_bench(opts: BenchOptions) -> dict:
     started = time.perf_counter()
     run = {"kind": "gr", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "options": asdict(opts),
            "machine": machine_info(), "versions": {"torch": torch.__version__}, "workloads": []}
@@ -181,8 +189,9 @@ def run_bench(opts: BenchOptions) -> dict:
     # (grserve measured about 30% slower for the rest of a process that had run them first). bf16 only where
     # the CPU has it natively: elsewhere one 2048³ bf16 matmul took 106 s.
     cap = opts.flops_seconds
-    run["peak_flops"] = {"fp32": peak_matmul_flops(torch.float32, max_seconds=cap),
-                         "bf16": peak_matmul_flops(torch.bfloat16, max_seconds=cap) if native_bf16() else None}
+    run["peak_flops"] = {"fp32": run_compute(peak_matmul_flops, torch.float32, 2048, 5, cap),
+                         "bf16": run_compute(peak_matmul_flops, torch.bfloat16, 2048, 5, cap) if native_bf16()
+                         else None}
     for w in run["workloads"]:
         for s in w["systems"].values():
             s["mfu"] = s["peak"]["throughput"] * w["flops_per_request"] / run["peak_flops"]["fp32"]

@@ -1,7 +1,10 @@
 """The HF baseline against the reference beam search (vLLM's needs its own venv, which CI does not have)."""
+import threading
+
 import pytest
 
 from grserve.bench.baselines import HFBeamSearch, sid_of
+from grserve.engine.compute_threads import run_compute
 from grserve.items.vocab import GRVocab
 from grserve.reference import reference_beam_search
 
@@ -43,3 +46,15 @@ def test_sid_of_marks_tokens_of_the_wrong_level():
     assert sid_of([3, 8, 14], vocab) == (0, 1, 3)
     assert sid_of([8, 8, 2], vocab) == (-1, 1, -1)
     assert sid_of([15, 3], vocab) == (-1, -1, -1)
+
+
+def test_hf_computes_on_the_engines_compute_thread(hf, tiny_bundle):
+    """A baseline on a thread of its own would leave an OpenMP team there that slows the engines' forwards."""
+    seen = []
+    hook = hf.model.register_forward_pre_hook(lambda *_: seen.append(threading.current_thread()))
+    try:
+        hf.rank([tiny_bundle.vocab.prompt(tiny_bundle.table.codes[[3, 7]])], 4, 2)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {run_compute(threading.current_thread)}
+    assert seen[0] is not threading.current_thread()
