@@ -14,8 +14,8 @@ from grserve.catalog.live import LiveCatalog
 from grserve.catalog.process import CatalogProcess, process_wanted
 from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.engine.config import EngineConfig
-from grserve.engine.gr_engine import GREngine
-from grserve.engine.request import GRRequest, GRResult
+from grserve.engine.gr.engine import GREngine
+from grserve.engine.gr.request import GRRequest, GRResult
 from grserve.errors import InvalidRequest
 from grserve.reference import reference_beam_search
 

@@ -15,7 +15,7 @@ from grserve.bench.systems import GrserveSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
 from grserve.engine.config import step_target_ms
-from grserve.engine.request import GRRequest
+from grserve.engine.gr.request import GRRequest
 
 
 async def _with_offline(system: GrserveSystem, prompts, online_rate: float, duration: float, backlog: int):

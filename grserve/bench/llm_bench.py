@@ -25,7 +25,7 @@ from grserve.bench.machine import machine_info
 from grserve.bench.workloads import synthetic_model_dir
 from grserve.engine.compute_threads import run_compute, threads_kept_for_compute
 from grserve.engine.config import LLMEngineConfig
-from grserve.engine.llm_engine import LLMEngine
+from grserve.engine.llm.engine import LLMEngine
 from grserve.sampling.params import SamplingParams
 
 

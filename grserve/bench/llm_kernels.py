@@ -6,14 +6,14 @@ on the shapes of `grserve bench llm`'s synthetic Llama.
   oneDNN's packed weights (`model/packed_linear.py`), by rows.
 - Decode attention, one layer: the context gathered from the paged store and SDPA over keys expanded to the
   query heads (before), against keys read in place from the dense mirror with each KV head's query heads
-  grouped as its query rows (`kv/decode_mirror.py`, `kv/paged_kv.decode_attention`)."""
+  grouped as its query rows (`kv/llm/decode_mirror.py`, `kv/paged_kv.decode_attention`)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from grserve.bench.attention import median_ms
-from grserve.kv.paged_kv import decode_attention
+from grserve.kv.llm.paged_kv import decode_attention
 from grserve.model.packed_linear import PackedLinear
 
 

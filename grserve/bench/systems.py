@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from grserve.bundle import GRBundle
 from grserve.engine.config import EngineConfig
-from grserve.engine.gr_engine import GREngine
-from grserve.engine.request import GRRequest
+from grserve.engine.gr.engine import GREngine
+from grserve.engine.gr.request import GRRequest
 
 SIDs = list[tuple[int, ...]]
 

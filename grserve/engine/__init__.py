@@ -1,1 +1,2 @@
-"""The GR engine: requests queue, a fixed-step scheduler forms batches, the model runner computes them."""
+"""The engines, one subpackage per family (`gr/`, `llm/`), and what both share: their configuration, the
+process's one compute thread, and how an engine fails."""

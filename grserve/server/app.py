@@ -34,7 +34,7 @@ from grserve.server.served import ServedModel
 from grserve.server.state import ServerState
 
 if TYPE_CHECKING:  # the LLM engine loads transformers' tokenizer: imported only when an LLM is served
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
 
 
 def _given(config: ServerConfig, recommender: Recommender | dict[str, Recommender] | None,

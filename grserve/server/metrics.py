@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from grserve.catalog.changes import KINDS
-from grserve.engine.model_runner import BatchBeams, PreparedBatch
-from grserve.engine.request import GRResult
+from grserve.engine.gr.model_runner import BatchBeams, PreparedBatch
+from grserve.engine.gr.request import GRResult
 from grserve.server.model_spec import GR
 from grserve.server.served import ServedModel
 

@@ -24,7 +24,7 @@ from grserve.server.protocol import ErrorResponse
 from grserve.server.served import ServedModel, idle
 
 if TYPE_CHECKING:
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
     from grserve.server.state import ServerState
 
 log = logging.getLogger("grserve")
@@ -38,7 +38,7 @@ def load_recommender(config: ServerConfig, spec: ModelSpec) -> Recommender:
 
 
 def load_llm(config: ServerConfig, spec: ModelSpec) -> LLMEngine:
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
     return LLMEngine(spec.directory, config.llm)
 
 

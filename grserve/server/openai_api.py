@@ -14,8 +14,8 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from grserve.engine.request import GRRequest
-from grserve.engine.sequence import PRIORITY
+from grserve.engine.gr.request import GRRequest
+from grserve.engine.llm.sequence import PRIORITY
 from grserve.errors import InvalidRequest
 from grserve.model.tokenizer import chat_prompt, prompt_token_ids
 from grserve.server.errors import ApiError

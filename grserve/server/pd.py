@@ -17,8 +17,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from grserve.engine.sequence import ONLINE, PRIORITY
-from grserve.kv.transfer import KVBlocks
+from grserve.engine.llm.sequence import ONLINE, PRIORITY
+from grserve.kv.llm.transfer import KVBlocks
 from grserve.sampling.params import SamplingParams
 from grserve.server.errors import ApiError
 from grserve.server.protocol import PREFILL_HEADER

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from grserve.engine.request import DeadlineExceeded, EngineOverloaded
+from grserve.engine.gr.request import DeadlineExceeded, EngineOverloaded
 from grserve.errors import InvalidRequest
 from grserve.server.errors import ApiError
 from grserve.server.protocol import BatchRecommendRequest, RecommendRequest, RecommendResponse

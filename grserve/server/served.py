@@ -19,7 +19,7 @@ from grserve.recommender import Recommender
 from grserve.server.model_spec import GR, LLM, Kind
 
 if TYPE_CHECKING:  # the LLM engine loads transformers' tokenizer: imported only when an LLM is served
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
 
 
 class Follower(Protocol):

@@ -18,7 +18,7 @@ from grserve.server.model_spec import GR, LLM, ModelSpec
 from grserve.server.served import ServedModel, ServedModels
 
 if TYPE_CHECKING:
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
 
 
 @dataclass

@@ -15,7 +15,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
-from grserve.kv.block_manager import prefix_hashes
+from grserve.kv.llm.block_manager import prefix_hashes
 from grserve.service.registry import InstanceInfo
 
 

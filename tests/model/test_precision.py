@@ -46,7 +46,7 @@ def test_stored_dtype_reads_the_header(tmp_path):
 
 
 def test_engine_auto_follows_the_checkpoint(cpu, llm_dir):
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
     cpu("avx512_bf16")
     engine = LLMEngine(llm_dir)  # the test model is saved in float32: it stays so
     try:

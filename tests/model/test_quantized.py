@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from grserve.engine.config import LLMEngineConfig
-from grserve.engine.llm_engine import LLMEngine
+from grserve.engine.llm.engine import LLMEngine
 from grserve.model.quantized import is_quantized, quantize_int8
 from grserve.sampling.params import SamplingParams
 from tests.model.test_transformer import ARCHITECTURES, random_ids, tiny_config, tiny_model
@@ -48,8 +48,8 @@ def test_settings_int8_cannot_take_are_refused(settings, field):
 
 def test_gr_engine_serves_int8_items_of_its_catalog_only():
     from grserve.engine.config import EngineConfig
-    from grserve.engine.gr_engine import GREngine
-    from grserve.engine.request import GRRequest
+    from grserve.engine.gr.engine import GREngine
+    from grserve.engine.gr.request import GRRequest
     from tests.conftest import make_bundle
     bundle = make_bundle(num_items=120, codebook_size=5, seed=7)
     engine = GREngine(bundle, EngineConfig(max_beam_width=32, max_batch_rows=256, quantization="int8"))

@@ -221,7 +221,7 @@ def test_request_the_plan_answers_late_is_refused_at_once_with_429(bundle):
 
 def test_scheduler_never_starts_an_expired_request(bundle):
     """Below HTTP: a request whose deadline has already passed is answered DeadlineExceeded, unstarted."""
-    from grserve.engine.request import DeadlineExceeded
+    from grserve.engine.gr.request import DeadlineExceeded
     rec = Recommender(bundle)
     try:
         req = rec.request([1, 2], 3, 8)

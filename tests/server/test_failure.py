@@ -45,7 +45,7 @@ def test_dead_gr_engine_is_503_with_the_reason(tiny_bundle):
 
 
 def test_dead_llm_engine_is_503_for_plain_and_streaming_requests(llm_dir):
-    from grserve.engine.llm_engine import LLMEngine
+    from grserve.engine.llm.engine import LLMEngine
     config = ServerConfig(model=f"m={llm_dir}")  # the LLM the requests below name
     llm = LLMEngine(llm_dir, config.llm)
     llm.runner.execute = explode

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from grserve.engine.llm_engine import LLMEngine
+from grserve.engine.llm.engine import LLMEngine
 from grserve.sampling.params import SamplingParams
 from tests.server.conftest import free_port
 

@@ -14,7 +14,7 @@ from grserve.model.tokenizer import load_tokenizer
 from grserve.server.app import create_app
 from grserve.server.config import ServerConfig
 from grserve.server.protocol import PREFILL_HEADER
-from tests.engine.test_llm_engine import hf_greedy
+from tests.engine.llm.test_engine import hf_greedy
 from tests.server.conftest import free_port, running
 
 PROMPT = [(13 * i) % 390 + 5 for i in range(100)]  # 6 full blocks of 16 + 4 tokens

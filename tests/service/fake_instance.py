@@ -13,7 +13,7 @@ from typing import Literal
 
 import httpx
 
-from grserve.kv.block_manager import BlockManager
+from grserve.kv.llm.block_manager import BlockManager
 from grserve.service.registry import InstanceInfo, Registry
 
 Answer = Callable[[socket.socket], None]

@@ -1,5 +1,5 @@
 """The router's prompt token ids against the tokenizer calls the instance's routes make. (That the hashes of
-those ids are the names the engine's cache registers: tests/kv/test_block_manager.py, and end to end against
+those ids are the names the engine's cache registers: tests/kv/llm/test_block_manager.py, and end to end against
 real instances in test_router_cache_aware.py.)"""
 from __future__ import annotations
 

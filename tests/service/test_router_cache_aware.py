@@ -8,7 +8,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from grserve.kv.block_manager import prefix_hashes
+from grserve.kv.llm.block_manager import prefix_hashes
 from grserve.model.tokenizer import chat_prompt, load_tokenizer
 from grserve.service.router import create_router_app
 from tests.server.conftest import running
