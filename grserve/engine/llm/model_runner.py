@@ -56,7 +56,7 @@ class LLMModelRunner:
             positions += range(start, end)
             slots += self.blocks.slot_mapping(seq.block_table, start, end)
             owner += [i] * n
-            contexts.append(self.blocks.slot_mapping(seq.block_table, 0, end))
+            contexts.append(self.blocks.context_slots(seq.block_table, end))
             seq.num_computed_tokens = end
             if end == seq.num_tokens + seq.num_pending + len(seq.draft):
                 ready.append(seq)

@@ -213,6 +213,10 @@ class BlockManager:
         bs = self.block_size
         return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
+    def context_slots(self, block_table: list[int], end: int) -> ContextSlots:
+        """The slots of positions 0..end-1, listed only when read."""
+        return ContextSlots(self, block_table, end)
+
     def _take_fresh(self) -> int:
         if self._empty:
             block = self._empty.popleft()
@@ -222,3 +226,25 @@ class BlockManager:
         self._hash[block] = self._tokens[block] = None
         self.ref_count[block] = 1
         return block
+
+
+class ContextSlots:
+    """A sequence's KV slots for positions 0..end-1 as a list made on demand: a decode step that the mirror serves
+    needs only each context's length, and listing ~300 slots for each of 16 sequences cost ~0.8 ms a step."""
+
+    __slots__ = ("blocks", "block_table", "end")
+
+    def __init__(self, blocks: BlockManager, block_table: list[int], end: int):
+        self.blocks, self.block_table, self.end = blocks, block_table, end
+
+    def __len__(self) -> int:
+        return self.end
+
+    def __getitem__(self, index: slice) -> list[int]:
+        start, stop, stride = index.indices(self.end)
+        if stride != 1:
+            raise ValueError("context slots are read in runs: a slice without a step")
+        return self.blocks.slot_mapping(self.block_table, start, stop)
+
+    def __iter__(self):
+        return iter(self[:])

@@ -12,6 +12,7 @@ memory beside it and is used only while it fits in `max_bytes`, else the step ga
 and `reserve`, `fill` and `write` carry that out on the compute thread, in step order."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,7 @@ class DecodeMirror:
         layers, heads, dim = self.shape
         return layers * 2 * rows * heads * length * dim * self.buf.element_size()
 
-    def plan(self, seq_ids: list[int], contexts: list[list[int]]) -> MirrorPlan | None:
+    def plan(self, seq_ids: list[int], contexts: Sequence[Sequence[int]]) -> MirrorPlan | None:
         """The plan for a step whose decode sequences are `seq_ids`, with the paged slots of their contexts,
         new token included; None (and the mirror forgotten) where it would not fit in `max_bytes`."""
         decoding = set(seq_ids)

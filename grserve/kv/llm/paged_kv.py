@@ -10,6 +10,7 @@ i+1 while step i computes (overlap); `use` makes it current, and the model then 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +62,7 @@ class PagedKVCache:
         self.metadata: AttentionMetadata | None = None
 
     def plan(self, slots: list[int], sequence_of_token: list[int], positions: list[int],
-             context_slots: list[list[int]], seq_ids: list[int] | None = None) -> AttentionMetadata:
+             context_slots: Sequence[Sequence[int]], seq_ids: list[int] | None = None) -> AttentionMetadata:
         """The layout of one step whose new tokens are packed into one row: token t belongs to sequence
         `sequence_of_token[t]` (its tokens contiguous), sits at absolute position `positions[t]` and stores its
         KV in `slots[t]`; `context_slots[s]` are the slots of all of sequence s's tokens up to and including the
@@ -87,7 +88,7 @@ class PagedKVCache:
                 if positions[start] == 0 and len(context_slots[s]) == n:
                     fresh.setdefault(n, []).append(list(range(start, start + n)))
                     continue
-                context = torch.tensor(context_slots[s], dtype=torch.long, device=device)
+                context = torch.tensor(list(context_slots[s]), dtype=torch.long, device=device)
                 pos = torch.tensor(positions[start:start + n], device=device)
                 # Context entry j is the token at position j: a query at position p sees j <= p.
                 sees = torch.arange(len(context), device=device)[None] <= pos[:, None]

@@ -166,3 +166,13 @@ def test_forgotten_blocks_are_no_longer_hits():
     manager.forget(table)
     manager.free(table)
     assert manager.allocate(list(range(8)))[1] == 0 and manager.num_cached_blocks == 0
+
+
+def test_context_slots_list_the_slots_of_each_position_only_when_read():
+    manager = BlockManager(8, 4)  # worked by hand: block b holds slots 4b..4b+3
+    context = manager.context_slots([5, 2], 6)  # positions 0-3 in block 5, 4-5 in block 2
+    assert len(context) == 6
+    assert list(context) == [20, 21, 22, 23, 8, 9]
+    assert context[:-1] == [20, 21, 22, 23, 8] and context[2:5] == [22, 23, 8] and context[6:] == []
+    with pytest.raises(ValueError, match="without a step"):
+        context[::2]
