@@ -90,9 +90,11 @@ def add_catalog_routes(app: FastAPI, cache: InstanceCache, client: httpx.AsyncCl
             except (httpx.ConnectError, httpx.ConnectTimeout):  # never reached it: the next one in line may lead
                 cache.mark_suspect(leader.instance_id)
             except httpx.TransportError as e:
-                # Not sent on: the leader may have published the change before it failed, and a change sent
-                # twice (a default rollback) is not the same change.
                 cache.mark_suspect(leader.instance_id)
+                if request.method == "GET":  # a read (the catalog, a search): asking the next one changes nothing
+                    continue
+                # A change is not sent on: the leader may have published it before it failed, and a change sent
+                # twice (a default rollback) is not the same change.
                 return JSONResponse(error_body(502, f"instance {leader.instance_id} failed during the change "
                                                     f"({type(e).__name__}): GET /v1/catalog says whether it applied",
                                                kind="upstream_error"), status_code=502)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from grserve.service.catalog_routes import CatalogVersions
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from grserve.server.search_protocol import SEARCH_PATH
+from grserve.service.catalog_routes import CatalogVersions, add_catalog_routes
 from grserve.service.registry import InstanceInfo, ModelInfo
 
 
@@ -38,3 +44,45 @@ def test_each_model_of_an_instance_has_its_own_version():
     versions.note(both, "news", 2)
     assert versions.routable([both, news], "news") == [both, news] and versions.of(both, "shop") == 4
     assert versions.routable([both, news], "chat") == [both] and versions.routable([news], "shop") == []
+
+
+class _Cache:
+    """The router's instance cache as these routes use it: the live instances, and which were marked suspect."""
+
+    def __init__(self, instances: list[InstanceInfo]):
+        self.instances, self.suspects = instances, []
+
+    def alive(self) -> list[InstanceInfo]:
+        return [i for i in self.instances if i.instance_id not in self.suspects]
+
+    def mark_suspect(self, instance_id: str) -> None:
+        self.suspects.append(instance_id)
+
+
+def _router(failing: str):
+    """A router app whose requests to instance `failing` break after being sent (the connection drops before the
+    answer); the other instance answers with its name."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == failing:
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(200, json={"version": 0, "answered_by": request.url.host})
+    cache = _Cache([inst("a", "shop", 0), inst("b", "shop", 0)])
+    app = FastAPI()
+    add_catalog_routes(app, cache, httpx.AsyncClient(transport=httpx.MockTransport(answer)), CatalogVersions(), 5.0)
+    return TestClient(app), cache
+
+
+@pytest.mark.parametrize("path", ["/v1/catalog", f"{SEARCH_PATH}?q=lipstick"])
+def test_a_read_that_breaks_after_sending_goes_to_the_next_instance(path):
+    client, cache = _router(failing="a")  # a leads (the smallest id), and its connection drops
+    r = client.get(path)
+    assert r.status_code == 200 and r.json()["answered_by"] == "b"
+    assert cache.suspects == ["a"]
+
+
+def test_a_change_that_breaks_after_sending_is_not_sent_again():
+    client, cache = _router(failing="a")
+    r = client.post("/v1/catalog/rollback", json={})
+    assert r.status_code == 502 and r.json()["error"]["type"] == "upstream_error"
+    assert "GET /v1/catalog says whether it applied" in r.json()["error"]["message"]
+    assert cache.suspects == ["a"]
