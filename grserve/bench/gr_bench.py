@@ -4,6 +4,7 @@ answers, and MFU. Writes one JSON per run; `report.py` turns it into plots and a
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import statistics
@@ -189,9 +190,9 @@ def _run_bench(opts: BenchOptions) -> dict:
     # (grserve measured about 30% slower for the rest of a process that had run them first). bf16 only where
     # the CPU has it natively: elsewhere one 2048³ bf16 matmul took 106 s.
     cap = opts.flops_seconds
-    run["peak_flops"] = {"fp32": run_compute(peak_matmul_flops, torch.float32, 2048, 5, cap),
-                         "bf16": run_compute(peak_matmul_flops, torch.bfloat16, 2048, 5, cap) if native_bf16()
-                         else None}
+    run["peak_flops"] = {"fp32": run_compute(functools.partial(peak_matmul_flops, torch.float32, max_seconds=cap)),
+                         "bf16": run_compute(functools.partial(peak_matmul_flops, torch.bfloat16, max_seconds=cap))
+                         if native_bf16() else None}
     for w in run["workloads"]:
         for s in w["systems"].values():
             s["mfu"] = s["peak"]["throughput"] * w["flops_per_request"] / run["peak_flops"]["fp32"]

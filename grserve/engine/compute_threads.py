@@ -10,7 +10,7 @@ had never computed, and 18-23 ms once it had (a single-threaded step took 20); t
 went from 29-32 to 23 ms (`benchmarks/results/llm-thread-teams-20261204.json`). One compute thread holds
 one team however many engines a server runs (A/B models, GR beside an LLM), and engines that would have
 computed at once, sharing the cores, take turns instead. A thread that runs torch on one thread never opens
-a team, so an entry point (`grserve serve`, `grserve bench llm`) keeps one for itself with
+a team, so an entry point (`grserve serve`, `grserve bench llm`, `grserve bench gr`) keeps one for itself with
 `keep_threads_for_compute` before it loads anything."""
 from __future__ import annotations
 

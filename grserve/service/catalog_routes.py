@@ -87,14 +87,13 @@ def add_catalog_routes(app: FastAPI, cache: InstanceCache, client: httpx.AsyncCl
                 r = await client.request(request.method, leader.address + url, content=body, headers=headers,
                                          timeout=timeout_s)
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout):  # never reached it: the next one in line may lead
-                cache.mark_suspect(leader.instance_id)
             except httpx.TransportError as e:
                 cache.mark_suspect(leader.instance_id)
-                if request.method == "GET":  # a read (the catalog, a search): asking the next one changes nothing
+                # Never reached (the next one in line may lead), or a read (the catalog, a search): the next one
+                # in line answers. A change that failed once sent is not sent on: the leader may have published
+                # it before it failed, and a change sent twice (a default rollback) is not the same change.
+                if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout)) or request.method == "GET":
                     continue
-                # A change is not sent on: the leader may have published it before it failed, and a change sent
-                # twice (a default rollback) is not the same change.
                 return JSONResponse(error_body(502, f"instance {leader.instance_id} failed during the change "
                                                     f"({type(e).__name__}): GET /v1/catalog says whether it applied",
                                                kind="upstream_error"), status_code=502)
