@@ -1,5 +1,5 @@
-"""Next-SID training of a GR model: item text → MiniLM embeddings → residual k-means SIDs → a
-decoder-only transformer trained with next-token cross-entropy on users' SID sequences. The model
+"""Next-SID training of a GR model: item text → MiniLM embeddings (with collaborative dimensions from the
+training sequences appended, where the recipe weighs them) → residual k-means SIDs → a decoder-only transformer trained with next-token cross-entropy on users' SID sequences. The model
 directory keeps the k-means centroids and the encoder's name (`codebooks.safetensors`).
 
 A training row is `<bos>` + the SID tokens of up to `max_history_items + 1` consecutive items of a
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from grserve.bench.machine import machine_info
 from grserve.bundle import GRBundle, GRSettings
+from grserve.data.collaborative import collaborative_embeddings
 from grserve.data.dataset import SequenceDataset
 from grserve.data.embeddings import ENCODER, embed_texts
 from grserve.data.evaluation import evaluate, round_metrics
@@ -41,6 +42,10 @@ from grserve.recommender import Recommender
 class TrainConfig:
     codebook_size: int = setting(64, "codes per level of the semantic IDs (residual k-means clusters)")
     levels: int = setting(3, "codes per semantic ID (residual k-means levels; 2 or more)")
+    collab_weight: float = setting(0.0, "weight of the collaborative embedding (co-occurrence in the training "
+                                        "sequences) appended to the unit text embedding before k-means; 0: text only")
+    collab_dim: int = setting(64, "dimensions of the collaborative embedding")
+    collab_window: int = setting(3, "items this many steps apart in a sequence count as taken together")
     architecture: str = setting("LlamaForCausalLM", "model class: LlamaForCausalLM or Qwen3ForCausalLM")
     hidden_size: int = setting(128, "transformer hidden size")
     intermediate_size: int = setting(512, "inner size of the transformer's MLP")
@@ -62,11 +67,19 @@ class TrainConfig:
     threads: int = setting(0, "torch intra-op threads; 0: torch's default")
 
 
-def build_item_table(dataset: SequenceDataset, codebook_size: int, levels: int, seed: int,
+def build_item_table(dataset: SequenceDataset, cfg: TrainConfig, train_sequences: list[list[int]],
                      progress: bool = False) -> tuple[ItemTable, Codebooks]:
+    """SIDs for the dataset's items from their texts and, with `cfg.collab_weight`, from the training
+    sequences (never the held-out items)."""
     embeddings = embed_texts(dataset.texts, progress=progress)
-    codes, centroids = residual_kmeans_fit(embeddings, codebook_size, levels, seed)
-    return ItemTable(codebook_size, codes, dataset.item_ids, dataset.titles), Codebooks(centroids, ENCODER)
+    text_dim = embeddings.shape[1]
+    if cfg.collab_weight:
+        collab = collaborative_embeddings(train_sequences, len(dataset.item_ids), cfg.collab_dim,
+                                          cfg.collab_window, cfg.seed)
+        embeddings = np.concatenate([embeddings, cfg.collab_weight * collab], axis=1)
+    codes, centroids = residual_kmeans_fit(embeddings, cfg.codebook_size, cfg.levels, cfg.seed, progress)
+    return (ItemTable(cfg.codebook_size, codes, dataset.item_ids, dataset.titles),
+            Codebooks(centroids, ENCODER, text_dim))
 
 
 def derive_codebooks(dataset: SequenceDataset, table: ItemTable,
@@ -182,10 +195,10 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     rng = random.Random(cfg.seed)
     started = time.time()
     codebooks = None
-    if table is None:
-        table, codebooks = build_item_table(dataset, cfg.codebook_size, cfg.levels, cfg.seed, progress)
-    vocab, trie = GRVocab.of(table), SIDTrie.from_table(table)
     split = leave_one_out(dataset.sequences)
+    if table is None:
+        table, codebooks = build_item_table(dataset, cfg, list(split.train.values()), progress)
+    vocab, trie = GRVocab.of(table), SIDTrie.from_table(table)
     model = Transformer(model_config(cfg, vocab), dropout=cfg.dropout)
     bundle = GRBundle(model, table, trie, vocab,
                       GRSettings(max_history_items=cfg.max_history_items, dataset=dataset.name))

@@ -2,7 +2,9 @@
 model (`codebooks.safetensors`) so that an item known only by its text gets a SID by the same rule.
 
 A NaN centroid row is a code that no training item had (a level with fewer distinct residuals than
-codes): it is never chosen.
+codes): it is never chosen. Centroids may be wider than the text embedding (`text_dim`): training appends
+collaborative dimensions (`grserve/data/collaborative.py`), which an item known only by its text has as
+zeros, as the training items that no sequence held had them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def nearest_centroid(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 class Codebooks:
     centroids: np.ndarray  # float32 [levels, K, D]: level l's K centroids of the residual left by levels < l
     encoder: str  # the text encoder's name (grserve.data.embeddings.ENCODER)
+    text_dim: int | None = None  # the leading dimensions that are the text embedding; None: all of them
 
     def __post_init__(self) -> None:
         c = np.asarray(self.centroids)
@@ -55,6 +58,10 @@ class Codebooks:
             raise ValueError("every level needs at least one centroid that is not NaN")
         if not isinstance(self.encoder, str) or not self.encoder:
             raise ValueError(f"encoder must be a non-empty name, got {self.encoder!r}")
+        if self.text_dim is None:
+            self.text_dim = c.shape[2]
+        if not isinstance(self.text_dim, int) or not 0 < self.text_dim <= c.shape[2]:
+            raise ValueError(f"text_dim must be 1 .. {c.shape[2]} (the centroids' width), got {self.text_dim!r}")
         self.centroids = np.ascontiguousarray(c, dtype=np.float32)
 
     @property
@@ -94,7 +101,12 @@ class Codebooks:
                              f"grserve embeds text with {ENCODER!r} only")
         if not texts:
             return np.empty((0, self.levels), dtype=np.int32)
-        return self.quantize(embed_texts(list(texts)))
+        text = embed_texts(list(texts))
+        if text.shape[1] != self.text_dim:
+            raise ValueError(f"the encoder gives {text.shape[1]} dimensions; these codebooks' text has "
+                             f"{self.text_dim}")
+        # No interactions yet: the collaborative part is zero, as for training items no sequence held.
+        return self.quantize(np.pad(text, ((0, 0), (0, self.dim - self.text_dim))))
 
     def save(self, model_dir: str | Path) -> None:
         from safetensors.numpy import save
@@ -104,7 +116,8 @@ class Codebooks:
         # Written aside and renamed, so a reader never sees half a file; from bytes, because safetensors'
         # own save_file creates the file readable by its owner only (no good in a shipped package).
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(save({TENSOR: self.centroids}, metadata={"format": FORMAT, "encoder": self.encoder}))
+        meta = {"format": FORMAT, "encoder": self.encoder, "text_dim": str(self.text_dim)}
+        tmp.write_bytes(save({TENSOR: self.centroids}, metadata=meta))
         os.replace(tmp, path)
 
     @classmethod
@@ -127,6 +140,7 @@ class Codebooks:
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
         try:
-            return cls(centroids, meta.get("encoder", ""))
+            text_dim = int(meta.get("text_dim", centroids.shape[-1]))  # files before it: text only
+            return cls(centroids, meta.get("encoder", ""), text_dim)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e

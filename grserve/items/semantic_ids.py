@@ -17,7 +17,7 @@ def _embeddings(embeddings: np.ndarray) -> np.ndarray:
 
 
 def residual_kmeans_fit(
-    embeddings: np.ndarray, codebook_size: int = 256, levels: int = 3, seed: int = 0
+    embeddings: np.ndarray, codebook_size: int = 256, levels: int = 3, seed: int = 0, progress: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantise `embeddings` [N, D] into `levels` codes per item, each in [0, codebook_size).
 
@@ -25,9 +25,11 @@ def residual_kmeans_fit(
     centroids chosen so far, so the codes read coarse-to-fine. Returns int32 codes [N, levels] and the
     float32 centroids [levels, codebook_size, D] (`Codebooks.centroids`; NaN rows for codes a level with
     fewer distinct residuals than codes could not use); each item's code is its nearest centroid.
+    `progress` shows a bar over the levels (Beauty's 12,101 items: ~40 s a level on one core).
     """
     # sklearn is only installed with the training extra; serving never builds SIDs.
     from sklearn.cluster import KMeans
+    from tqdm import tqdm
 
     x = _embeddings(embeddings)
     if codebook_size < 1 or levels < 1:
@@ -36,7 +38,7 @@ def residual_kmeans_fit(
     residual = np.array(x, dtype=np.float32)
     codes = np.empty((x.shape[0], levels), dtype=np.int32)
     centroids = np.full((levels, codebook_size, x.shape[1]), np.nan, dtype=np.float32)
-    for level in range(levels):
+    for level in tqdm(range(levels), desc="semantic IDs (k-means levels)", disable=not progress):
         # k-means cannot find more clusters than distinct points (tiny catalogs, duplicated embeddings,
         # or residuals that collapsed to zero once every point is its own centroid).
         n_distinct = len(np.unique(residual, axis=0))

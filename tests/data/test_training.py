@@ -123,6 +123,25 @@ def test_patience_stops_when_validation_stops_improving(tmp_path):
     assert report["best_epoch"] == 1
 
 
+def test_collaborative_dimensions_join_the_text_in_the_sids(tmp_path):
+    # With a collaborative weight, k-means ran on [text, weight * co-occurrence of the training part]:
+    # the saved codebooks are that wide, know which part is text, and give back every SID from it.
+    from grserve.data.collaborative import collaborative_embeddings
+    from grserve.data.embeddings import embed_texts
+    from grserve.data.split import leave_one_out
+
+    ds = cyclic_dataset(users=40)
+    cfg = TrainConfig(codebook_size=4, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
+                      num_kv_heads=1, max_history_items=4, epochs=1, eval_beam_width=10, valid_users=4,
+                      collab_weight=0.5, collab_dim=8)
+    train(ds, cfg, tmp_path, progress=False)
+    codebooks = Codebooks.load(tmp_path)
+    assert codebooks.centroids.shape == (3, 4, 384 + 8) and codebooks.text_dim == 384
+    collab = collaborative_embeddings(list(leave_one_out(ds.sequences).train.values()), N, 8)
+    joined = np.concatenate([embed_texts(ds.texts), 0.5 * collab], axis=1)
+    assert np.array_equal(codebooks.quantize(joined), GRBundle.load(tmp_path).table.codes)
+
+
 @pytest.mark.slow
 def test_shipped_codebooks_derive_again_and_give_back_every_sid():
     # The embedded model's SIDs came from sklearn's k-means at training time: the independent oracle.

@@ -122,3 +122,28 @@ def test_similar_text_shares_the_first_code(shipped):
     assert np.array_equal(codebooks.encode_texts(list(own)), table.codes[rows])
     assert np.array_equal(codebooks.encode_texts(list(similar))[:, 0], table.codes[rows, 0])
     assert codebooks.encode_texts([]).shape == (0, 3)
+
+
+def test_text_dim_is_kept_and_defaults_to_the_width(tmp_path):
+    wide = Codebooks(np.zeros((2, 3, 5), dtype=np.float32), "e", text_dim=3)
+    wide.save(tmp_path)
+    assert Codebooks.load(tmp_path).text_dim == 3
+    # A file written before collaborative dimensions existed has none: all of it is text.
+    _write(tmp_path, {"centroids": GOOD}, {"format": FORMAT, "encoder": "e"})
+    assert Codebooks.load(tmp_path).text_dim == GOOD.shape[2]
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match="text_dim"):
+            Codebooks(np.zeros((2, 3, 5), dtype=np.float32), "e", text_dim=bad)
+
+
+def test_a_text_has_zero_collaborative_dimensions(monkeypatch):
+    import grserve.data.embeddings as embeddings
+
+    # Level 0: the same text direction twice, told apart only by the collaborative dimension (3 for the
+    # first, 0 for the second); a text item, with zero there, is nearer the second.
+    centroids = np.array([[[1, 0, 3], [1, 0, 0]], [[0, 1, 0], [0, -1, 0]]], dtype=np.float32)
+    books = Codebooks(centroids, embeddings.ENCODER, text_dim=2)
+    monkeypatch.setattr(embeddings, "embed_texts", lambda texts: np.array([[1.0, 0.5]] * len(texts),
+                                                                            dtype=np.float32))
+    # [1, .5, 0]: 9.25 from the first, 0.25 from the second → 1; residual [0, .5, 0] → (0, 1, 0): 0.
+    assert books.encode_texts(["a", "b"]).tolist() == [[1, 0], [1, 0]]
