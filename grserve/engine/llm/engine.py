@@ -38,16 +38,13 @@ from grserve.engine.llm.model_runner import LLMModelRunner, PreparedStep
 from grserve.engine.llm.scheduler import LLMScheduler, LLMSchedulerConfig
 from grserve.engine.llm.step_sampling import StepResult, next_draft, sample_step, speculable
 from grserve.engine.llm.sequence import ONLINE, Sequence
+from grserve.engine.llm.weights import load_for_steps
 from grserve.kv.llm.block_manager import BlockManager
 from grserve.kv.llm.transfer import KVBlocks
 from grserve.model.compiled import compile_layers
-from grserve.model.loader import load_model, stored_dtype
-from grserve.model.packed_linear import pack_linears
+from grserve.model.loader import stored_dtype
 from grserve.model.precision import compute_dtype
-from grserve.model.quantized import quantize_int8
 from grserve.model.tokenizer import IncrementalDetokenizer, load_tokenizer
-from grserve.model.transformer import Transformer
-from grserve.model.weight_layout import lay_out_for_cpu
 from grserve.sampling.params import SamplingParams
 from grserve.sampling.sampler import Sampler, make_generator
 
@@ -68,10 +65,10 @@ class LLMEngine:
         # int8 linears take float32 activations: `auto` then means float32.
         self.dtype = dtype = (torch.float32 if c.quantization == "int8"
                               else compute_dtype(c.dtype, stored_dtype(model_dir), c.device))
-        self.model = self._load(model_dir)
+        self.model = load_for_steps(model_dir, c, dtype)
         self.tokenizer = load_tokenizer(model_dir)
         mc = self.model.config
-        self.draft_model = self._load(c.draft_model) if c.draft_model else None
+        self.draft_model = load_for_steps(c.draft_model, c, dtype) if c.draft_model else None
         if self.draft_model is not None and self.draft_model.config.vocab_size != mc.vocab_size:
             raise ValueError(f"draft_model: vocabulary of {self.draft_model.config.vocab_size} tokens differs from "
                              f"the model's {mc.vocab_size}")
@@ -96,18 +93,6 @@ class LLMEngine:
         self.num_computed_tokens = self.num_draft_tokens = self.num_accepted_tokens = 0
         self._compute_queue: queue.Queue = queue.Queue(maxsize=2)  # with overlap: steps and beam requests
         self._start_threads()
-
-    def _load(self, model_dir: str | Path) -> Transformer:
-        # Decode steps multiply a few rows by every weight: packed for oneDNN, or else laid out input-major, as
-        # the CPU's GEMM reads them fastest; or int8, a quarter of the bytes (repacked by the quantizer, so no
-        # layout first). Compiled layers keep plain weights: dynamo cannot trace oneDNN's opaque tensors.
-        c = self.config
-        model = load_model(model_dir, device=c.device, dtype=self.dtype)
-        if c.quantization == "int8":
-            return quantize_int8(model)
-        if c.packed_linears and not c.compile and pack_linears(model):
-            return model
-        return lay_out_for_cpu(model)
 
     def _start_threads(self) -> None:
         loops = [(self._compute_loop, "llm-compute"), (self._host_loop, "llm-host")] if self.config.overlap \
