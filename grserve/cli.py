@@ -81,7 +81,7 @@ def cmd_eval(args) -> None:
     examples = split.test if args.split == "test" else split.valid
     if args.users:
         examples = examples[:args.users]
-    from grserve.engine.config import EngineConfig
+    from grserve.engine.gr.config import EngineConfig
     recommender = Recommender(bundle, EngineConfig(quantization=args.quantization))
     result = round_metrics(evaluate(recommender, examples, args.beam_width, progress=not args.json))
     if args.json:

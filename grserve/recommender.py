@@ -13,7 +13,7 @@ from grserve.bundle import GRBundle
 from grserve.catalog.live import LiveCatalog
 from grserve.catalog.process import CatalogProcess, process_wanted
 from grserve.catalog.snapshot import CatalogSnapshot
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.engine import GREngine
 from grserve.engine.gr.request import GRRequest, GRResult
 from grserve.errors import InvalidRequest

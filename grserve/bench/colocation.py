@@ -14,7 +14,7 @@ from grserve.bench.machine import machine_info
 from grserve.bench.systems import GrserveSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
-from grserve.engine.config import step_target_ms
+from grserve.engine.gr.config import step_target_ms
 from grserve.engine.gr.request import GRRequest
 
 

@@ -24,7 +24,7 @@ from grserve.bench.systems import ABLATIONS, GrserveSystem, QueuedBaseline
 from grserve.bench.workloads import Workload, movielens_workload, synthetic_model_dir, synthetic_workload
 from grserve.bundle import GRBundle
 from grserve.engine.compute_threads import run_compute, threads_kept_for_compute
-from grserve.engine.config import step_target_ms
+from grserve.engine.gr.config import step_target_ms
 
 
 @dataclass

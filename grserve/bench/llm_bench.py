@@ -24,7 +24,7 @@ import torch
 from grserve.bench.machine import machine_info
 from grserve.bench.workloads import synthetic_model_dir
 from grserve.engine.compute_threads import run_compute, threads_kept_for_compute
-from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.engine.llm.engine import LLMEngine
 from grserve.sampling.params import SamplingParams
 

@@ -19,7 +19,7 @@ from grserve.bench.machine import machine_info
 from grserve.bench.systems import HttpSystem
 from grserve.bench.workloads import movielens_workload
 from grserve.bundle import GRBundle
-from grserve.engine.config import step_target_ms
+from grserve.engine.gr.config import step_target_ms
 from grserve.server.threads import cpu_slices, pin_to
 from grserve.service.etcd_server import EtcdServer, _free_port
 

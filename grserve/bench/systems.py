@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 
 from grserve.bundle import GRBundle
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.engine import GREngine
 from grserve.engine.gr.request import GRRequest
 

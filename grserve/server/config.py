@@ -11,7 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from grserve.engine.config import EngineConfig, LLMEngineConfig, setting, step_target_ms
+from grserve.engine.config import setting
+from grserve.engine.gr.config import EngineConfig, step_target_ms
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.server.model_spec import GR, LLM, ModelSpec
 
 

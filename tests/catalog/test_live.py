@@ -11,7 +11,7 @@ import pytest
 
 from grserve.bundle import GRBundle
 from grserve.catalog.process import CatalogProcess
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.recommender import Recommender
 from tests.catalog.oracle import CatalogModel, assert_same_answer, reference_answer
 from tests.conftest import make_bundle

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from grserve.bundle import GRBundle
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.recommender import Recommender
 from tests.catalog.oracle import CatalogModel, assert_same_answer, reference_answer
 

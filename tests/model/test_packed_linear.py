@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.engine.llm.engine import LLMEngine
 from grserve.model import packed_linear
 from grserve.model.packed_linear import PackedLinear, pack_linears, padded_rows

@@ -4,7 +4,7 @@ take."""
 import pytest
 import torch
 
-from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.engine.llm.engine import LLMEngine
 from grserve.model.quantized import is_quantized, quantize_int8
 from grserve.sampling.params import SamplingParams
@@ -47,7 +47,7 @@ def test_settings_int8_cannot_take_are_refused(settings, field):
 
 
 def test_gr_engine_serves_int8_items_of_its_catalog_only():
-    from grserve.engine.config import EngineConfig
+    from grserve.engine.gr.config import EngineConfig
     from grserve.engine.gr.engine import GREngine
     from grserve.engine.gr.request import GRRequest
     from tests.conftest import make_bundle

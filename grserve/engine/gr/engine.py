@@ -21,7 +21,7 @@ from typing import Callable
 from grserve.bundle import GRBundle
 from grserve.catalog.snapshot import CatalogSnapshot
 from grserve.engine.compute_threads import run_compute, thread_count
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.core_loan import CoreLoan
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.gr.model_runner import BatchBeams, GRModelRunner, PreparedBatch

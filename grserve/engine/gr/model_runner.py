@@ -17,7 +17,7 @@ from grserve.beam.filters import NodeFilter, build_filter, open_children
 from grserve.beam.topk import early_topk, full_topk, per_beam_topk
 from grserve.bundle import GRBundle
 from grserve.catalog.snapshot import CatalogSnapshot
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.request import GRRequest
 from grserve.items.vocab import PAD
 from grserve.kv.gr.expanded_kv import ExpandedKVCache

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.failure import settle
 from grserve.engine.gr.request import DeadlineExceeded, EngineOverloaded, GRRequest
 from grserve.engine.gr.step_cost import StepCostModel

@@ -9,7 +9,7 @@ prompt tokens. Offline work adds at most a share of the step budget on top of th
 request arriving meanwhile never waits behind a long offline step."""
 from __future__ import annotations
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.request import GRRequest
 from grserve.engine.gr.step_cost import StepCostModel
 

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 
 from grserve.engine.compute_threads import run_compute
-from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.engine.failure import EngineFailed, guarded, settle
 from grserve.engine.llm.beam import beam_search
 from grserve.engine.llm.output import CompletionDelta, LLMRequest, next_delta

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.model.loader import load_model
 from grserve.model.packed_linear import pack_linears
 from grserve.model.quantized import quantize_int8

@@ -4,7 +4,7 @@ Every request is 10 beams and 10 prompt tokens (20 units: a 30 ms step alone); w
 holds 4 of them (80 units, 90 ms; a fifth would make 100 > 90 units)."""
 import pytest
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.request import DeadlineExceeded, EngineOverloaded, GRRequest
 from grserve.engine.gr.scheduler import FixedStepScheduler
 

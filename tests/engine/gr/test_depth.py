@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from grserve.catalog.snapshot import CatalogSnapshot
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.engine import GREngine
 from grserve.engine.gr.request import GRRequest
 from grserve.items.item_table import ItemTable

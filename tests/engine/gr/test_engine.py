@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.failure import EngineFailed
 from grserve.engine.gr.engine import GREngine
 from grserve.engine.gr.request import GRRequest

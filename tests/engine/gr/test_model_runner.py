@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.model_runner import GRModelRunner
 from grserve.engine.gr.request import GRRequest
 from grserve.reference import reference_beam_search

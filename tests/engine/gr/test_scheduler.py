@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from grserve.engine.config import EngineConfig
+from grserve.engine.gr.config import EngineConfig
 from grserve.engine.gr.request import GRRequest
 from grserve.engine.gr.scheduler import FixedStepScheduler
 

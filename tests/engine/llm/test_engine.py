@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from grserve.engine.config import LLMEngineConfig
+from grserve.engine.llm.config import LLMEngineConfig
 from grserve.engine.failure import EngineFailed
 from grserve.engine.llm.engine import LLMEngine
 from grserve.model.compiled import is_compiled
