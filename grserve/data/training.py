@@ -7,6 +7,7 @@ user's training sequence; every position predicts the next token, so one row tea
 item of the window given the items before it (the same prompt shape as serving)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from grserve.bench.machine import machine_info
@@ -60,6 +62,8 @@ class TrainConfig:
     dropout: float = setting(0.2, "dropout of the embeddings, attention probabilities and residual branches while "
                                   "training (none at inference)")
     label_smoothing: float = setting(0.1, "label smoothing of the next-token cross-entropy")
+    ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (this decay per step) and "
+                                    "validate, keep and ship it in place of the last step's; 0: off")
     patience: int = setting(5, "stop after this many epochs without a better validation NDCG@10 (0: run all epochs)")
     eval_beam_width: int = setting(32, "beam width of the validation and test evaluations")
     valid_users: int = setting(0, "validation users scored after each epoch (0: all)")
@@ -161,9 +165,10 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing
 
 
 def train_epoch(model: Transformer, batches: list, table: ItemTable, vocab: GRVocab, optimizer, scheduler,
-                label_smoothing: float, progress: bool = False, desc: str = "") -> float:
+                label_smoothing: float, progress: bool = False, desc: str = "", averaged=None) -> float:
     """One pass over `batches` (lists of item-row windows) in train mode, dropout on, every target weighed
-    alike; the mean loss per target. The model is left in eval mode, as evaluation and serving run it."""
+    alike; the mean loss per target. `averaged` (torch's AveragedModel) follows every step. The model is
+    left in eval mode, as evaluation and serving run it."""
     model.train()
     tokens_per_batch = sum(len(r) for b in batches for r in b) * table.levels / len(batches)
     losses, counts = [], []
@@ -177,11 +182,28 @@ def train_epoch(model: Transformer, batches: list, table: ItemTable, vocab: GRVo
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         losses.append(loss.item() * tokens_per_batch)
         counts.append(int((targets != -100).sum()))
         bar.set_postfix(loss=f"{sum(losses[-50:]) / sum(counts[-50:]):.3f}")
     model.eval()
     return sum(losses) / sum(counts)
+
+
+@contextlib.contextmanager
+def averaged_weights(model: Transformer, averaged):
+    """The model computes with the averaged weights inside the block (the recommender holds the model, not a
+    copy), and with its own again after it."""
+    if averaged is None:
+        yield
+        return
+    own = copy.deepcopy(model.state_dict())
+    model.load_state_dict(averaged.module.state_dict())
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
 
 
 def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
@@ -205,6 +227,8 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     recommender = Recommender(bundle)
     valid = split.valid[:cfg.valid_users] if cfg.valid_users else split.valid
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    averaged = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                if cfg.ema_decay else None)
     train_seqs = [s for s in split.train.values() if len(s) > 1]
     windows_per_epoch = len(windows(train_seqs, cfg.max_history_items + 1, random.Random(cfg.seed)))
     total = max(1, cfg.epochs * windows_per_epoch // cfg.batch_size)
@@ -215,13 +239,15 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     for epoch in range(1, cfg.epochs + 1):
         batches = length_batches(windows(train_seqs, cfg.max_history_items + 1, rng), cfg.batch_size, rng)
         loss = train_epoch(model, batches, table, vocab, optimizer, scheduler, cfg.label_smoothing, progress,
-                           f"epoch {epoch}/{cfg.epochs}")
-        metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
+                           f"epoch {epoch}/{cfg.epochs}", averaged)
+        with averaged_weights(model, averaged):
+            metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
+            kept = copy.deepcopy(model.state_dict())
         history.append({"epoch": epoch, "loss": loss, **metrics})
         if progress:
             tqdm.write(json.dumps(round_metrics({"epoch": history[-1]})["epoch"]))
         if metrics["ndcg@10"] > best[0]:
-            best = (metrics["ndcg@10"], copy.deepcopy(model.state_dict()), epoch)
+            best = (metrics["ndcg@10"], kept, epoch)
         elif cfg.patience and epoch - best[2] >= cfg.patience:
             break
     model.load_state_dict(best[1])

@@ -149,3 +149,42 @@ def test_shipped_codebooks_derive_again_and_give_back_every_sid():
     codebooks, reproduced = derive_codebooks(load_movielens_100k(), table)
     np.testing.assert_allclose(codebooks.centroids, Codebooks.load(DEFAULT_MODEL_DIR).centroids, atol=1e-6)
     assert reproduced == {"items": len(table), "sid": 1.0, "prefix": [1.0] * 3, "level": [1.0] * 3}
+
+
+def test_averaged_weights_are_used_inside_the_block_only():
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    from grserve.data.training import averaged_weights
+    from grserve.model.config import ModelConfig
+    from grserve.model.transformer import Transformer
+
+    model = Transformer(ModelConfig(architecture="LlamaForCausalLM", vocab_size=8, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8))
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.75), use_buffers=True)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    averaged.update_parameters(model)  # the first update copies; the second averages
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    averaged.update_parameters(model)
+    own = {k: v.clone() for k, v in model.state_dict().items()}
+    with averaged_weights(model, averaged):
+        # 0.75 * (start + 1) + 0.25 * (start + 2) = start + 1.25, every parameter
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p, start[name] + 1.25)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p, own[name])
+
+
+def test_training_with_averaged_weights_learns_the_successor(tmp_path):
+    ds = cyclic_dataset()
+    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
+                      ds.item_ids, ds.titles)
+    cfg = TrainConfig(codebook_size=4, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                      num_kv_heads=2, max_history_items=8, epochs=12, batch_size=16, lr=5e-3,
+                      eval_beam_width=10, ema_decay=0.9)
+    report = train(ds, cfg, tmp_path, progress=False, table=table)
+    assert report["test"]["model"]["recall@5"] > 0.9
