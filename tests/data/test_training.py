@@ -188,3 +188,14 @@ def test_training_with_averaged_weights_learns_the_successor(tmp_path):
                       eval_beam_width=10, ema_decay=0.9)
     report = train(ds, cfg, tmp_path, progress=False, table=table)
     assert report["test"]["model"]["recall@5"] > 0.9
+
+
+def test_validation_sample_draws_across_the_whole_split():
+    from grserve.data.training import validation_sample
+
+    examples = list(range(1000))
+    sample = validation_sample(examples, 100, seed=0)
+    assert len(sample) == len(set(sample)) == 100 and sample == sorted(sample)
+    assert max(sample) > 500  # not the first 100: both halves of the split are drawn from
+    assert validation_sample(examples, 100, seed=0) == sample != validation_sample(examples, 100, seed=1)
+    assert validation_sample(examples, 0, seed=0) == examples == validation_sample(examples, 5000, seed=0)
