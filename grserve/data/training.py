@@ -1,6 +1,7 @@
 """Next-SID training of a GR model: item text → MiniLM embeddings (with collaborative dimensions from the
-training sequences appended, where the recipe weighs them) → residual k-means SIDs → a decoder-only transformer trained with next-token cross-entropy on users' SID sequences. The model
-directory keeps the k-means centroids and the encoder's name (`codebooks.safetensors`).
+training sequences appended, with `collab_weight`) → residual k-means SIDs → a decoder-only transformer
+trained with next-token cross-entropy on users' SID sequences. The model directory keeps the k-means
+centroids and the encoder's name (`codebooks.safetensors`).
 
 A training row is `<bos>` + the SID tokens of up to `max_history_items + 1` consecutive items of a
 user's training sequence; every position predicts the next token, so one row teaches the model each
@@ -250,15 +251,14 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
         batches = length_batches(windows(train_seqs, cfg.max_history_items + 1, rng), cfg.batch_size, rng)
         loss = train_epoch(model, batches, table, vocab, optimizer, scheduler, cfg.label_smoothing, progress,
                            f"epoch {epoch}/{cfg.epochs}", averaged)
-        with averaged_weights(model, averaged):
+        with averaged_weights(model, averaged):  # the weights validated are the ones kept
             metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
-            kept = copy.deepcopy(model.state_dict())
+            if metrics["ndcg@10"] > best[0]:
+                best = (metrics["ndcg@10"], copy.deepcopy(model.state_dict()), epoch)
         history.append({"epoch": epoch, "loss": loss, **metrics})
         if progress:
             tqdm.write(json.dumps(round_metrics({"epoch": history[-1]})["epoch"]))
-        if metrics["ndcg@10"] > best[0]:
-            best = (metrics["ndcg@10"], kept, epoch)
-        elif cfg.patience and epoch - best[2] >= cfg.patience:
+        if cfg.patience and epoch - best[2] >= cfg.patience:
             break
     model.load_state_dict(best[1])
     model.eval()
