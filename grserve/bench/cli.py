@@ -170,6 +170,30 @@ def _multiples(text: str) -> tuple[float, ...]:
     return values
 
 
+def _add_llm_parsers(bench) -> None:
+    """`bench llm` and `bench llm-kernels`."""
+    p = bench.add_parser("llm", help="LLM engine vs transformers: output tokens/s, TTFT, TPOT")
+    p.add_argument("--requests", type=int, default=16, help="prompts per batch")
+    p.add_argument("--prompt-len", type=int, default=256, help="tokens per prompt")
+    p.add_argument("--max-tokens", type=int, default=64, help="greedy output tokens per prompt")
+    p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama")
+    p.add_argument("--hidden", type=int, default=512, help="hidden size of the synthetic Llama")
+    p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
+    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="what every system computes in (default: %(default)s; bfloat16 is slow where the CPU "
+                        "lacks native bf16)")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_llm)
+
+    p = bench.add_parser("llm-kernels", help="the LLM decode step's CPU kernels against what they replaced")
+    p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama's shapes")
+    p.add_argument("--hidden", type=int, default=512, help="its hidden size")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls of each; the median is reported")
+    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
+    p.set_defaults(func=cmd_llm_kernels)
+
+
 def _add_overload_parser(bench) -> None:
     p = bench.add_parser("overload", help="goodput from 0.5x to 4x of the capacity at the SLO, admission control "
                                           "on and off; --soak: memory and goodput over 10 minutes at 1.2x")
@@ -224,26 +248,7 @@ def add_bench_parser(sub, with_model) -> None:
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_gr)
 
-    p = bench.add_parser("llm", help="LLM engine vs transformers: output tokens/s, TTFT, TPOT")
-    p.add_argument("--requests", type=int, default=16, help="prompts per batch")
-    p.add_argument("--prompt-len", type=int, default=256, help="tokens per prompt")
-    p.add_argument("--max-tokens", type=int, default=64, help="greedy output tokens per prompt")
-    p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama")
-    p.add_argument("--hidden", type=int, default=512, help="hidden size of the synthetic Llama")
-    p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
-    p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                   help="what every system computes in (default: %(default)s; bfloat16 is slow where the CPU "
-                        "lacks native bf16)")
-    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
-    p.set_defaults(func=cmd_llm)
-
-    p = bench.add_parser("llm-kernels", help="the LLM decode step's CPU kernels against what they replaced")
-    p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama's shapes")
-    p.add_argument("--hidden", type=int, default=512, help="its hidden size")
-    p.add_argument("--repeats", type=int, default=20, help="timed calls of each; the median is reported")
-    p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
-    p.set_defaults(func=cmd_llm_kernels)
+    _add_llm_parsers(bench)
 
     p = bench.add_parser("scaling", help="the GR workload through the router over 1, 2, 3 instances (real etcd)")
     p.add_argument("--instances", default="1,2,3", help="comma-separated instance counts")

@@ -125,9 +125,8 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
         return _run(requests, prompt_len, max_tokens, layers, hidden, seed, vllm_python, repeats, dtype)
 
 
-def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: int, seed: int,
-         vllm_python: str | None, repeats: int, dtype: str) -> dict:
-    model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
+def _systems(model_dir: Path, dtype: str) -> dict:
+    """A maker of each system by name: grserve with its defaults, each switch of it flipped, transformers."""
     default = LLMEngineConfig()
     makers = {"grserve": functools.partial(_Grserve, model_dir, dtype),
               "grserve_other_overlap": functools.partial(_Grserve, model_dir, dtype, overlap=not default.overlap),
@@ -137,49 +136,71 @@ def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: i
               "hf": functools.partial(_HF, model_dir, dtype)}
     if dtype == "float32":  # int8 linears take float32 activations
         makers["grserve_int8"] = functools.partial(_Grserve, model_dir, dtype, quantization="int8")
+    return makers
+
+
+def _take_turns(group: dict, batches: list, max_tokens: int, runs: dict, restart: bool) -> None:
+    """Every batch after the first (the warm-up's) through each system of `group` in turn, into `runs`;
+    with `restart`, each system is built for its turn and closed after it."""
+    live: dict = {}
+    try:
+        for batch in batches[1:]:
+            for name, make in group.items():
+                if name not in live:
+                    live[name] = make()
+                    live[name].run(batches[0][:2], 4)  # warm-up
+                runs[name].append(live[name].run(batch, max_tokens))
+                if restart:
+                    live.pop(name).close()
+    finally:
+        for system in live.values():
+            system.close()
+
+
+def _pairs(runs: dict, name: str) -> list[tuple[list[int], list[int]]]:
+    """(grserve's output, `name`'s output) for every prompt of every run."""
+    return [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
+            for a, b in zip(ours["outputs"], theirs["outputs"])]
+
+
+def _agreement(runs: dict, name: str) -> float:
+    both = _pairs(runs, name)
+    return sum(a == b for a, b in both) / len(both)
+
+
+def _prefix_agreement(runs: dict, name: str) -> float:
+    """Mean share of each output that equals grserve's up to the first token that differs."""
+    shares = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))) / max(len(a), 1)
+              for a, b in _pairs(runs, name)]
+    return sum(shares) / len(shares)
+
+
+def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: int, seed: int,
+         vllm_python: str | None, repeats: int, dtype: str) -> dict:
+    model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
+    makers = _systems(model_dir, dtype)
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
                 for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
     runs: dict[str, list[dict]] = {name: [] for name in list(makers) + (["vllm"] if vllm_python else [])}
-
-    def take_turns(group: dict, restart: bool) -> None:
-        live: dict = {}
-        try:
-            for batch in batches[1:]:
-                for name, make in group.items():
-                    if name not in live:
-                        live[name] = make()
-                        live[name].run(batches[0][:2], 4)  # warm-up
-                    runs[name].append(live[name].run(batch, max_tokens))
-                    if restart:
-                        live.pop(name).close()
-        finally:
-            for system in live.values():
-                system.close()
-    take_turns(makers, restart=True)
+    _take_turns(makers, batches, max_tokens, runs, restart=True)
     if vllm_python:
-        take_turns({"vllm": functools.partial(_VLLM, model_dir, vllm_python, dtype)}, restart=False)
-
-    def pairs(name: str) -> list[tuple[list[int], list[int]]]:
-        """(grserve's output, `name`'s output) for every prompt of every run."""
-        return [(a, b) for ours, theirs in zip(runs["grserve"], runs[name])
-                for a, b in zip(ours["outputs"], theirs["outputs"])]
-
-    def agreement(name: str) -> float:
-        both = pairs(name)
-        return sum(a == b for a, b in both) / len(both)
-    agree = {name: agreement(name) for name in runs if name != "grserve"}
-
-    def prefix_agreement(name: str) -> float:
-        """Mean share of each output that equals grserve's up to the first token that differs."""
-        shares = [next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b))) / max(len(a), 1)
-                  for a, b in pairs(name)]
-        return sum(shares) / len(shares)
-    int8_prefix = prefix_agreement("grserve_int8") if "grserve_int8" in runs else None
+        _take_turns({"vllm": functools.partial(_VLLM, model_dir, vllm_python, dtype)}, batches, max_tokens, runs,
+                    restart=False)
+    agree = {name: _agreement(runs, name) for name in runs if name != "grserve"}
+    int8_prefix = _prefix_agreement(runs, "grserve_int8") if "grserve_int8" in runs else None
     result = {name: sorted(r, key=lambda x: x["output_tokens_per_s"])[len(r) // 2] for name, r in runs.items()}
     for name, r in result.items():
         r["all_tokens_per_s"] = [x["output_tokens_per_s"] for x in runs[name]]
         r.pop("outputs")
+    workload = {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
+                "max_tokens": max_tokens, "greedy": True, "repeats": repeats, "dtype": dtype}
+    return _report(result, agree, int8_prefix, workload)
+
+
+def _report(result: dict, agree: dict, int8_prefix: float | None, workload: dict) -> dict:
+    """The result file: each system's median run, grserve's switches on against off, the ratios to the baselines."""
+    default = LLMEngineConfig()
     ours, hf, vllm = result["grserve"], result["hf"], result.get("vllm")
     other, other_compile = result["grserve_other_overlap"], result["grserve_other_compile"]
     other_packed = result["grserve_other_packed"]
@@ -190,8 +211,7 @@ def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: i
     return {"kind": "llm", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "machine": machine_info(),
             "versions": {"torch": torch.__version__},
-            "workload": {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
-                         "max_tokens": max_tokens, "greedy": True, "repeats": repeats, "dtype": dtype},
+            "workload": workload,
             "grserve": {**ours, "overlap": default.overlap, "compile": default.compile},
             "grserve_other_overlap": {**other, "overlap": not default.overlap},
             "ratio_tokens_per_s_overlap_on_vs_off": on_vs_off(default.overlap, other),
