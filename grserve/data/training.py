@@ -66,6 +66,9 @@ class TrainConfig:
     ema_decay: float = setting(0.0, "keep an exponential moving average of the weights (this decay per step) and "
                                     "validate, keep and ship it in place of the last step's; 0: off")
     patience: int = setting(5, "stop after this many epochs without a better validation NDCG@10 (0: run all epochs)")
+    valid_from: int = setting(1, "first epoch validated (and so eligible to be kept); earlier ones report their loss "
+                                 "only. Under the cosine schedule early epochs are never the best, and Beauty's "
+                                 "validation costs half an epoch's training")
     eval_beam_width: int = setting(32, "beam width of the validation and test evaluations")
     valid_users: int = setting(0, "validation users scored after each epoch, drawn at random with the seed "
                                   "(0: all)")
@@ -246,15 +249,18 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     # Linear warm-up over 5% of the steps, then cosine decay to zero.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
         (step + 1) / (0.05 * total), 0.5 * (1 + math.cos(math.pi * min(step / total, 1.0)))))
-    best, history = (-1.0, None, 0), []
+    first_validated = min(max(cfg.valid_from, 1), cfg.epochs)
+    best, history = (-1.0, None, first_validated - 1), []
     for epoch in range(1, cfg.epochs + 1):
         batches = length_batches(windows(train_seqs, cfg.max_history_items + 1, rng), cfg.batch_size, rng)
         loss = train_epoch(model, batches, table, vocab, optimizer, scheduler, cfg.label_smoothing, progress,
                            f"epoch {epoch}/{cfg.epochs}", averaged)
-        with averaged_weights(model, averaged):  # the weights validated are the ones kept
-            metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
-            if metrics["ndcg@10"] > best[0]:
-                best = (metrics["ndcg@10"], copy.deepcopy(model.state_dict()), epoch)
+        metrics = {}
+        if epoch >= first_validated:
+            with averaged_weights(model, averaged):  # the weights validated are the ones kept
+                metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
+                if metrics["ndcg@10"] > best[0]:
+                    best = (metrics["ndcg@10"], copy.deepcopy(model.state_dict()), epoch)
         history.append({"epoch": epoch, "loss": loss, **metrics})
         if progress:
             tqdm.write(json.dumps(round_metrics({"epoch": history[-1]})["epoch"]))
