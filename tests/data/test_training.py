@@ -109,30 +109,28 @@ def test_label_smoothing_loss_by_hand():
         (smoothed([2.0, 0.0, -1.0, 0.5], 0) + smoothed([0.0, 1.0, 0.0, 3.0], 3)) / 4, rel=1e-6)
 
 
-def test_patience_stops_when_validation_stops_improving(tmp_path):
-    # With a learning rate of zero the weights never change, so validation never beats epoch 1: with
-    # patience 2 training stops after epoch 3 of 10 and keeps epoch 1.
+def frozen_run(tmp_path, **fields) -> dict:
+    """The report of a training run whose weights never change (learning rate zero), so that every epoch
+    validates alike and none beats the first one validated."""
     ds = cyclic_dataset(users=30)
     table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
                       ds.item_ids, ds.titles)
     cfg = TrainConfig(codebook_size=4, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
-                      num_kv_heads=1, max_history_items=4, epochs=10, lr=0.0, patience=2, dropout=0.1,
-                      label_smoothing=0.1, eval_beam_width=10)
-    report = train(ds, cfg, tmp_path, progress=False, table=table)
+                      num_kv_heads=1, max_history_items=4, epochs=10, lr=0.0, eval_beam_width=10, **fields)
+    return train(ds, cfg, tmp_path, progress=False, table=table)
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path):
+    # With patience 2 training stops after epoch 3 of 10 and keeps epoch 1.
+    report = frozen_run(tmp_path, patience=2, dropout=0.1, label_smoothing=0.1)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3]
     assert report["best_epoch"] == 1
 
 
 def test_validation_starts_at_valid_from_and_patience_counts_from_there(tmp_path):
-    # Weights that never change (learning rate zero) validate alike at every epoch: validated from epoch 3,
-    # epochs 1 and 2 report only a loss, epoch 3 is kept, and patience 2 stops training after epoch 5.
-    ds = cyclic_dataset(users=30)
-    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
-                      ds.item_ids, ds.titles)
-    cfg = TrainConfig(codebook_size=4, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
-                      num_kv_heads=1, max_history_items=4, epochs=10, lr=0.0, patience=2, valid_from=3,
-                      eval_beam_width=10)
-    report = train(ds, cfg, tmp_path, progress=False, table=table)
+    # Validated from epoch 3, epochs 1 and 2 report only a loss, epoch 3 is kept, and patience 2 stops
+    # training after epoch 5.
+    report = frozen_run(tmp_path, patience=2, valid_from=3)
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4, 5]
     assert [("ndcg@10" in e) for e in report["epochs"]] == [False, False, True, True, True]
     assert report["best_epoch"] == 3 and "loss" in report["epochs"][0]
