@@ -125,9 +125,8 @@ def run_llm_bench(requests: int = 16, prompt_len: int = 256, max_tokens: int = 6
         return _run(requests, prompt_len, max_tokens, layers, hidden, seed, vllm_python, repeats, dtype)
 
 
-def _systems(model_dir: Path, dtype: str) -> dict:
+def _systems(model_dir: Path, dtype: str, default: LLMEngineConfig) -> dict:
     """A maker of each system by name: grserve with its defaults, each switch of it flipped, transformers."""
-    default = LLMEngineConfig()
     makers = {"grserve": functools.partial(_Grserve, model_dir, dtype),
               "grserve_other_overlap": functools.partial(_Grserve, model_dir, dtype, overlap=not default.overlap),
               "grserve_other_compile": functools.partial(_Grserve, model_dir, dtype, compile=not default.compile),
@@ -178,7 +177,8 @@ def _prefix_agreement(runs: dict, name: str) -> float:
 def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: int, seed: int,
          vllm_python: str | None, repeats: int, dtype: str) -> dict:
     model_dir = synthetic_model_dir(items=1000, layers=layers, hidden=hidden)
-    makers = _systems(model_dir, dtype)
+    default = LLMEngineConfig()
+    makers = _systems(model_dir, dtype, default)
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     batches = [[[1] + [random.Random(seed + r * requests + i).randrange(3, vocab) for _ in range(prompt_len - 1)]
                 for i in range(requests)] for r in range(repeats + 1)]  # the first one warms up
@@ -195,12 +195,13 @@ def _run(requests: int, prompt_len: int, max_tokens: int, layers: int, hidden: i
         r.pop("outputs")
     workload = {"model": f"synthetic llama {layers}x{hidden}", "requests": requests, "prompt_len": prompt_len,
                 "max_tokens": max_tokens, "greedy": True, "repeats": repeats, "dtype": dtype}
-    return _report(result, agree, int8_prefix, workload)
+    return _report(result, agree, int8_prefix, workload, default)
 
 
-def _report(result: dict, agree: dict, int8_prefix: float | None, workload: dict) -> dict:
-    """The result file: each system's median run, grserve's switches on against off, the ratios to the baselines."""
-    default = LLMEngineConfig()
+def _report(result: dict, agree: dict, int8_prefix: float | None, workload: dict,
+            default: LLMEngineConfig) -> dict:
+    """The result file: each system's median run, grserve's switches (`default`'s) on against off, the ratios to
+    the baselines."""
     ours, hf, vllm = result["grserve"], result["hf"], result.get("vllm")
     other, other_compile = result["grserve_other_overlap"], result["grserve_other_compile"]
     other_packed = result["grserve_other_packed"]

@@ -67,8 +67,9 @@ class TrainConfig:
                                     "validate, keep and ship it in place of the last step's; 0: off")
     patience: int = setting(5, "stop after this many epochs without a better validation NDCG@10 (0: run all epochs)")
     valid_from: int = setting(1, "first epoch validated (and so eligible to be kept); earlier ones report their loss "
-                                 "only. Under the cosine schedule early epochs are never the best, and Beauty's "
-                                 "validation costs half an epoch's training")
+                                 "only, and one past the last epoch means the last. Under the cosine schedule "
+                                 "early epochs are never the best, and Beauty's validation costs ~40% of an "
+                                 "epoch's training")
     eval_beam_width: int = setting(32, "beam width of the validation and test evaluations")
     valid_users: int = setting(0, "validation users scored after each epoch, drawn at random with the seed "
                                   "(0: all)")
