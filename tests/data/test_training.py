@@ -13,8 +13,8 @@ from grserve.bundle import DEFAULT_MODEL_DIR, GRBundle
 from grserve.data.dataset import SequenceDataset
 from grserve.data.embeddings import ENCODER
 from grserve.data.recbole import load_movielens_100k
-from grserve.data.training import (TrainConfig, derive_codebooks, length_batches, next_token_loss, train,
-                                   windows)
+from grserve.data.training import (TrainConfig, autocast_dtype, derive_codebooks, length_batches,
+                                   next_token_loss, train, windows)
 from grserve.items.codebooks import Codebooks
 from grserve.items.item_table import ItemTable
 from grserve.recommender import Recommender
@@ -54,14 +54,19 @@ def test_length_batches_keep_every_row_once_and_group_similar_lengths():
     assert padded < 1.4
 
 
-def test_training_learns_the_successor(tmp_path):
+def successor_run(tmp_path, **fields) -> dict:
+    """The report of 12 epochs on the cyclic data with a hand-made item table (no text SIDs)."""
     ds = cyclic_dataset()
-    codes = np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32)
-    table = ItemTable(4, codes, ds.item_ids, ds.titles)
+    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
+                      ds.item_ids, ds.titles)
     cfg = TrainConfig(codebook_size=4, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                       num_kv_heads=2, max_history_items=8, epochs=12, batch_size=16, lr=5e-3,
-                      eval_beam_width=10)
-    report = train(ds, cfg, tmp_path, progress=False, table=table)
+                      eval_beam_width=10, **fields)
+    return train(ds, cfg, tmp_path, progress=False, table=table)
+
+
+def test_training_learns_the_successor(tmp_path):
+    report = successor_run(tmp_path)
     assert report["test"]["model"]["recall@5"] > 0.9
     assert report["test"]["popularity"]["recall@5"] < 0.5
     saved = json.loads((tmp_path / "training_report.json").read_text())
@@ -193,14 +198,24 @@ def test_averaged_weights_are_used_inside_the_block_only():
 
 
 def test_training_with_averaged_weights_learns_the_successor(tmp_path):
-    ds = cyclic_dataset()
-    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
-                      ds.item_ids, ds.titles)
-    cfg = TrainConfig(codebook_size=4, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
-                      num_kv_heads=2, max_history_items=8, epochs=12, batch_size=16, lr=5e-3,
-                      eval_beam_width=10, ema_decay=0.9)
-    report = train(ds, cfg, tmp_path, progress=False, table=table)
+    assert successor_run(tmp_path, ema_decay=0.9)["test"]["model"]["recall@5"] > 0.9
+
+
+def test_bfloat16_training_learns_the_successor_and_saves_float32_weights(tmp_path):
+    report = successor_run(tmp_path, train_dtype="bfloat16")
     assert report["test"]["model"]["recall@5"] > 0.9
+    bundle = GRBundle.load(tmp_path)
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
+    assert report["train_config"]["train_dtype"] == "bfloat16"
+
+
+def test_auto_train_dtype_is_bfloat16_only_with_native_bf16(monkeypatch):
+    for native, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr("grserve.data.training.native_bf16", lambda device="cpu", native=native: native)
+        assert autocast_dtype("auto") is expected
+        assert autocast_dtype("float32") is None and autocast_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError, match="train_dtype"):
+        TrainConfig(train_dtype="float16")
 
 
 def test_validation_sample_draws_across_the_whole_split():
