@@ -84,7 +84,7 @@ def cmd_llm_kernels(args) -> None:
     from grserve.bench.llm_kernels import run_llm_kernel_bench
     from grserve.bench.machine import machine_info
     run = {"kind": "llm-kernels", "machine": machine_info(),
-           **run_llm_kernel_bench(layers=args.layers, hidden=args.hidden, repeats=args.repeats)}
+           **run_llm_kernel_bench(layers=args.layers, hidden=args.hidden, repeats=args.repeats, dtype=args.dtype)}
     print(json.dumps({"json": str(save(run, args.out)), **run}, indent=1))
 
 
@@ -170,6 +170,11 @@ def _multiples(text: str) -> tuple[float, ...]:
     return values
 
 
+def _dtype_flag(p, what: str) -> None:
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help=f"{what} (default: %(default)s; bfloat16 is slow where the CPU lacks native bf16)")
+
+
 def _add_llm_parsers(bench) -> None:
     """`bench llm` and `bench llm-kernels`."""
     p = bench.add_parser("llm", help="LLM engine vs transformers: output tokens/s, TTFT, TPOT")
@@ -180,9 +185,7 @@ def _add_llm_parsers(bench) -> None:
     p.add_argument("--hidden", type=int, default=512, help="hidden size of the synthetic Llama")
     p.add_argument("--repeats", type=int, default=3, help="runs per system, taking turns; the median is reported")
     p.add_argument("--vllm-python", help="python of the vLLM venv (make bench-env: .venv-bench/bin/python)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                   help="what every system computes in (default: %(default)s; bfloat16 is slow where the CPU "
-                        "lacks native bf16)")
+    _dtype_flag(p, "what every system computes in")
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_llm)
 
@@ -190,6 +193,7 @@ def _add_llm_parsers(bench) -> None:
     p.add_argument("--layers", type=int, default=8, help="layers of the synthetic Llama's shapes")
     p.add_argument("--hidden", type=int, default=512, help="its hidden size")
     p.add_argument("--repeats", type=int, default=20, help="timed calls of each; the median is reported")
+    _dtype_flag(p, "what the kernels compute in")
     p.add_argument("--out", default="benchmarks/results", help="directory of the result files")
     p.set_defaults(func=cmd_llm_kernels)
 

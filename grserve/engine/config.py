@@ -22,8 +22,9 @@ COMPILE_HELP = ("compile each decoder layer's dense work (norms, projections, Ro
 QUANTIZATION_HELP = ("linear weights of the decoder layers: none (the dtype's) or int8 (int8 per output channel, "
                      "activations quantized per call: PyTorch's dynamic quantized linear; CPU, float32; answers "
                      "then depend slightly on what else is in their batch)")
-PACKED_LINEARS_HELP = ("float32 linears on oneDNN's prepacked weights on the CPU (measured 1.19x a decode step on "
-                      "AVX2); off: PyTorch's linear over input-major weights")
+PACKED_LINEARS_HELP = ("float32 linears (and bf16 ones where the CPU has native bf16) on oneDNN's prepacked weights "
+                      "on the CPU (measured 1.19x a decode step on AVX2); off: PyTorch's linear over input-major "
+                      "weights")
 OVERLAP_HELP = ("prepare the next batch on a second thread while the current one computes; unset: on for "
                 "accelerators, off on the CPU")
 

@@ -12,9 +12,11 @@ from grserve.engine.llm.config import LLMEngineConfig
 from grserve.engine.llm.engine import LLMEngine
 from grserve.model import packed_linear
 from grserve.model.packed_linear import PackedLinear, pack_linears, padded_rows
+from grserve.model.precision import native_bf16
 from tests.kv import ARCHITECTURES, tiny_model
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this PyTorch has no oneDNN")
+needs_native_bf16 = pytest.mark.skipif(not native_bf16(), reason="this CPU has no native bf16 (avx512_bf16/amx)")
 
 
 def test_buckets_keep_small_row_counts_and_pad_the_rest_by_under_an_eighth():
@@ -72,6 +74,32 @@ def test_packed_model_gives_the_unpacked_logits(architecture):
     ids = torch.randint(1, 64, (3, 16), generator=torch.Generator().manual_seed(0))
     positions = torch.arange(16).expand(3, 16)
     torch.testing.assert_close(packed(ids, positions)[0], reference(ids, positions)[0], rtol=1e-4, atol=1e-4)
+
+
+@needs_onednn
+@needs_native_bf16
+@pytest.mark.parametrize("rows", [1, 16, 100])
+@torch.no_grad()
+def test_bf16_linears_pack_where_the_cpu_has_native_bf16(rows):
+    g = torch.Generator().manual_seed(rows)
+    model = tiny_model("LlamaForCausalLM").to(torch.bfloat16)
+    assert pack_linears(model)
+    fused = model.model.layers[0].mlp.gate_up_proj
+    assert isinstance(fused, PackedLinear)
+    x = torch.randn(rows, fused.in_features, generator=g).to(torch.bfloat16)
+    plain = tiny_model("LlamaForCausalLM").to(torch.bfloat16).model.layers[0].mlp  # same seed, same weights
+    want = torch.cat([F.linear(x.float(), plain.gate_proj.weight.float()),
+                      F.linear(x.float(), plain.up_proj.weight.float())], -1)
+    # One bf16 rounding of the output (both accumulate in float32): within 1/128 of each value, or a near-zero
+    # value's absolute share of the largest.
+    torch.testing.assert_close(fused(x).float(), want, rtol=2 ** -7, atol=1e-2 * want.abs().max().item())
+
+
+def test_bf16_stays_plain_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(packed_linear, "native_bf16", lambda device="cpu": False)
+    model = tiny_model("LlamaForCausalLM").to(torch.bfloat16)
+    assert not pack_linears(model)
+    assert type(model.model.layers[0].mlp.up_proj) is nn.Linear
 
 
 def test_without_onednn_nothing_is_packed(monkeypatch):

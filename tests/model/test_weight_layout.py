@@ -22,6 +22,11 @@ def test_laid_out_weights_are_input_major_with_the_files_values(llm_dir, tmp_pat
         "model.layers.0.mlp.up_proj.weight"], stored["model.layers.0.mlp.up_proj.weight"])
 
 
+def test_bf16_weights_stay_row_major():
+    model = lay_out_for_cpu(tiny_model("LlamaForCausalLM").to(torch.bfloat16))
+    assert model.model.layers[0].mlp.up_proj.weight.is_contiguous()
+
+
 def test_tied_head_stays_row_major(qwen_dir):
     model = lay_out_for_cpu(load_model(qwen_dir))
     assert model.lm_head.weight is model.model.embed_tokens.weight and model.lm_head.weight.is_contiguous()
