@@ -276,15 +276,16 @@ def train(dataset: SequenceDataset, cfg: TrainConfig, out_dir: str | Path, progr
     best, history = (-1.0, None, first_validated - 1), []
     for epoch in range(1, cfg.epochs + 1):
         batches = length_batches(windows(train_seqs, cfg.max_history_items + 1, rng), cfg.batch_size, rng)
+        epoch_started = time.time()
         loss = train_epoch(model, batches, table, vocab, optimizer, scheduler, cfg.label_smoothing, progress,
                            f"epoch {epoch}/{cfg.epochs}", averaged, dtype)
-        metrics = {}
+        train_seconds, metrics = round(time.time() - epoch_started, 1), {}
         if epoch >= first_validated:
             with averaged_weights(model, averaged):  # the weights validated are the ones kept
                 metrics = evaluate(recommender, valid, cfg.eval_beam_width, progress=progress)["model"]
                 if metrics["ndcg@10"] > best[0]:
                     best = (metrics["ndcg@10"], copy.deepcopy(model.state_dict()), epoch)
-        history.append({"epoch": epoch, "loss": loss, **metrics})
+        history.append({"epoch": epoch, "loss": loss, "train_seconds": train_seconds, **metrics})
         if progress:
             tqdm.write(json.dumps(round_metrics({"epoch": history[-1]})["epoch"]))
         if cfg.patience and epoch - best[2] >= cfg.patience:

@@ -139,6 +139,9 @@ def test_validation_starts_at_valid_from_and_patience_counts_from_there(tmp_path
     assert [e["epoch"] for e in report["epochs"]] == [1, 2, 3, 4, 5]
     assert [("ndcg@10" in e) for e in report["epochs"]] == [False, False, True, True, True]
     assert report["best_epoch"] == 3 and "loss" in report["epochs"][0]
+    # Every epoch's own training time, within the run's (which adds validation, the test and saving).
+    assert all(e["train_seconds"] >= 0 for e in report["epochs"])
+    assert sum(e["train_seconds"] for e in report["epochs"]) <= report["seconds"]
 
 
 def test_collaborative_dimensions_join_the_text_in_the_sids(tmp_path):
