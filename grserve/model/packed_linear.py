@@ -67,10 +67,11 @@ _TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
 
 def _packable(linear: nn.Module, embeddings: set[int]) -> bool:
-    dtype = getattr(getattr(linear, "weight", None), "dtype", None)
-    return (type(linear) is nn.Linear and linear.bias is None and linear.weight.device.type == "cpu"
-            and (dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16()))
-            and id(linear.weight) not in embeddings)
+    if type(linear) is not nn.Linear or linear.bias is not None or linear.weight.device.type != "cpu":
+        return False
+    dtype = linear.weight.dtype
+    fast = dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16())
+    return fast and id(linear.weight) not in embeddings
 
 
 def _works(linear: nn.Linear) -> bool:

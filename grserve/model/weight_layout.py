@@ -6,8 +6,9 @@ a transposed view: 1.23x for a whole step's weights streamed from memory
 (`benchmarks/results/llm-kernels-20261203-140354.json`). From 16 rows on the result is bit-for-bit the
 same, and at 64 and 1,024 rows so is the speed. The GR engine's steps run hundreds of beam rows, so it keeps
 nn.Linear's layout. bf16 weights keep it too: in bf16 the input-major step was 0.82x the row-major one at 16
-rows on an AVX-512 BF16 EPYC (`benchmarks/results/llm-kernels-20261207-225934.json`). Names, shapes and values of the state dict are unchanged (only strides differ), and
-`save_model` writes the tensors contiguous as before."""
+rows on an AVX-512 BF16 EPYC (`benchmarks/results/llm-kernels-20261207-225934.json`). Names, shapes and
+values of the state dict are unchanged (only strides differ), and `save_model` writes the tensors contiguous
+as before."""
 from __future__ import annotations
 
 import torch
