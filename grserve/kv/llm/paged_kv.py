@@ -34,6 +34,14 @@ class AttentionMetadata:
     # a gather or a mask, those of one length in one call: packed indices [G, n] per length.
     fresh: list[torch.Tensor]
     mirror: MirrorPlan | None = None  # where decode reads its keys in place (None: it gathers them)
+    # Every new token is a decode token, in packed order: a decode-only step reads q, k, v as views, where
+    # indexing them by `decode_rows` cost ~0.3 ms a layer on the 16x1024 bench model in bf16 (paired, 1.03-1.05x
+    # its tokens/s; the 8x512 one unchanged: `benchmarks/results/llm-decode-views-20261207.json`).
+    decode_only: bool = False
+
+    def decode_part(self, x: torch.Tensor) -> torch.Tensor:
+        """The decode tokens' entries [n, Nd, d] of x [1, n, T, d] (q, k or v of the step)."""
+        return x[0] if self.decode_only else x[0, :, self.decode_rows]
 
 
 def decode_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -96,7 +104,8 @@ class PagedKVCache:
         return AttentionMetadata(torch.tensor(slots, dtype=torch.long, device=device),
                                  torch.tensor(decode, dtype=torch.long, device=device), decode_context,
                                  (torch.arange(S, device=device) < lengths[:, None])[:, None, None], chunks,
-                                 [torch.tensor(rows, device=device) for rows in fresh.values()], mirror)
+                                 [torch.tensor(rows, device=device) for rows in fresh.values()], mirror,
+                                 bool(decode) and decode == list(range(len(sequence_of_token))))
 
     def use(self, metadata: AttentionMetadata) -> None:
         self.metadata = metadata
@@ -114,9 +123,9 @@ class PagedKVCache:
         # Every write before any read: a sequence may reuse blocks that another one fills in this same step.
         store[0].index_copy_(0, m.new_slots, k[0].transpose(0, 1))
         store[1].index_copy_(0, m.new_slots, v[0].transpose(0, 1))
-        out = torch.empty_like(q)
+        out = None if m.decode_only else torch.empty_like(q)
         if len(m.decode_rows):
-            queries = q[0, :, m.decode_rows].transpose(0, 1)  # [Nd, H, d]
+            queries = m.decode_part(q).transpose(0, 1)  # [Nd, H, d]
             if m.mirror is not None:
                 attended = self._attend_mirrored(layer, m, queries, k, v)
             else:
@@ -124,6 +133,8 @@ class PagedKVCache:
                 context = store.index_select(1, m.decode_context.view(-1))
                 keys, values = context.view(2, *m.decode_context.shape, *store.shape[2:]).permute(0, 1, 3, 2, 4)
                 attended = decode_attention(queries, keys, values, m.decode_sees)
+            if m.decode_only:
+                return attended.transpose(0, 1)[None]
             out[0, :, m.decode_rows] = attended.transpose(0, 1)
         for rows in m.fresh:  # [G, n]: G whole prompts of n tokens, each causal over itself
             attended = F.scaled_dot_product_attention(q[0][:, rows].transpose(0, 1), k[0][:, rows].transpose(0, 1),
@@ -141,7 +152,7 @@ class PagedKVCache:
         """Decode attention [Nd, H, d] over the mirror's rows, read in place."""
         plan, mirror = m.mirror, self.mirror
         mirror.fill(layer, plan, self.kv[layer])
-        mirror.write(layer, plan, k[0, :, m.decode_rows].transpose(0, 1), v[0, :, m.decode_rows].transpose(0, 1))
+        mirror.write(layer, plan, m.decode_part(k).transpose(0, 1), m.decode_part(v).transpose(0, 1))
         keys, values = mirror.keys_values(layer, plan)
         if not plan.in_order:  # rows with gaps: queries go to their rows, the gaps attend to nothing
             placed = queries.new_zeros((plan.num_rows, *queries.shape[1:]))

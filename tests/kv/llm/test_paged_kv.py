@@ -121,6 +121,7 @@ def test_attend_writes_slots_and_sees_only_each_sequences_context():
     k, v = torch.randn(2, 1, 2, 4, 8, generator=g)
     cache.kv[0, :, 12:14] = torch.randn(2, 2, 2, 8, generator=g)
     cache.use(cache.plan([4, 5, 6, 9], [0, 0, 0, 1], [0, 1, 2, 2], [[4, 5, 6], [12, 13, 9]]))
+    assert not cache.metadata.decode_only
     out = cache.attend(0, q, k, v)
     torch.testing.assert_close(cache.kv[0, 0, 4:7], k[0, :, :3].transpose(0, 1))
     torch.testing.assert_close(cache.kv[0, 1, 9], v[0, :, 3])
@@ -130,6 +131,29 @@ def test_attend_writes_slots_and_sees_only_each_sequences_context():
     for h in range(4):
         weights = torch.softmax(keys[:, h // 2] @ q[0, h, 3] / 8 ** 0.5, 0)
         torch.testing.assert_close(out[0, h, 3], weights @ values[:, h // 2])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mirror_bytes", [0, 1 << 16])
+def test_a_decode_only_step_attends_each_token_over_its_context(mirror_bytes):
+    """Two decode tokens and nothing else (the step q, k, v are read as views, not indexed), worked by hand:
+    each query's softmax attention over its sequence's context, its own new key last."""
+    cache = PagedKVCache(num_layers=1, num_blocks=4, block_size=BS, num_kv_heads=2, head_dim=8,
+                         mirror_bytes=mirror_bytes)
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, 2, 8, generator=g)
+    k, v = torch.randn(2, 1, 2, 2, 8, generator=g)
+    cache.kv[0, :, [0, 1, 4]] = torch.randn(2, 3, 2, 8, generator=g)
+    plan = cache.plan([2, 5], [0, 1], [2, 1], [[0, 1, 2], [4, 5]], [10, 11])
+    assert plan.decode_only and not cache.plan([2, 5], [0, 0], [2, 3], [[0, 1, 2, 5]]).decode_only
+    cache.use(plan)
+    out = cache.attend(0, q, k, v)
+    assert out.shape == q.shape
+    for t, context in enumerate([[0, 1, 2], [4, 5]]):
+        keys, values = cache.kv[0, 0, context], cache.kv[0, 1, context]  # [S, n_kv, d], the new key stored
+        for h in range(4):
+            weights = torch.softmax(keys[:, h // 2] @ q[0, h, t] / 8 ** 0.5, 0)
+            torch.testing.assert_close(out[0, h, t], weights @ values[:, h // 2])
 
 
 def test_kv_bytes_match_the_budget_sizing():
