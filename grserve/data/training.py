@@ -37,7 +37,7 @@ from grserve.items.semantic_ids import centroids_from_codes, residual_kmeans_fit
 from grserve.items.trie import SIDTrie
 from grserve.items.vocab import BOS, EOS, PAD, GRVocab
 from grserve.model.config import ModelConfig
-from grserve.model.precision import DTYPES, native_bf16
+from grserve.model.precision import check_dtype, native_bf16
 from grserve.model.transformer import Transformer
 from grserve.recommender import Recommender
 
@@ -82,8 +82,7 @@ class TrainConfig:
                                           "saved model are float32 either way")
 
     def __post_init__(self):
-        if self.train_dtype not in DTYPES:
-            raise ValueError(f"train_dtype must be one of {', '.join(DTYPES)}, got {self.train_dtype!r}")
+        check_dtype("train_dtype", self.train_dtype)
 
 
 def build_item_table(dataset: SequenceDataset, cfg: TrainConfig, train_sequences: list[list[int]],

@@ -30,6 +30,12 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return name, frozenset((fields.get("flags") or fields.get("Features") or "").split())
 
 
+def check_dtype(field: str, value: str) -> None:
+    """A ValueError naming `field` unless `value` is one of DTYPES."""
+    if value not in DTYPES:
+        raise ValueError(f"{field} must be one of {', '.join(DTYPES)}, got {value!r}")
+
+
 def native_bf16(device: str | torch.device = "cpu") -> bool:
     """Whether bf16 matmuls run natively on `device` (any CUDA device counts; a CPU needs the ISA flag)."""
     if torch.device(device).type == "cuda":
@@ -47,7 +53,6 @@ def compute_dtype(setting: str, stored: torch.dtype, device: str | torch.device 
                 "dtype bfloat16 on a CPU without native bf16 (%s): matmuls run far slower than in float32",
                 cpu_info()[0])
         return torch.bfloat16
-    if setting != "auto":
-        raise ValueError(f"dtype must be one of {DTYPES}, got {setting!r}")
+    check_dtype("dtype", setting)
     half = stored in (torch.bfloat16, torch.float16)
     return torch.bfloat16 if half and native_bf16(device) else torch.float32

@@ -32,6 +32,12 @@ def cyclic_dataset(users: int = 120, seed: int = 0) -> SequenceDataset:
     return SequenceDataset("cyclic", ids, ids, ids, sequences)
 
 
+def cyclic_table(ds: SequenceDataset) -> ItemTable:
+    """A hand-made item table for the cyclic data (4 codes a level, item i's SID its base-4 digits)."""
+    codes = np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32)
+    return ItemTable(4, codes, ds.item_ids, ds.titles)
+
+
 def test_windows_cover_every_item_once_or_more():
     rng = random.Random(1)
     seq = list(range(23))
@@ -57,8 +63,7 @@ def test_length_batches_keep_every_row_once_and_group_similar_lengths():
 def successor_run(tmp_path, **fields) -> dict:
     """The report of 12 epochs on the cyclic data with a hand-made item table (no text SIDs)."""
     ds = cyclic_dataset()
-    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
-                      ds.item_ids, ds.titles)
+    table = cyclic_table(ds)
     cfg = TrainConfig(codebook_size=4, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                       num_kv_heads=2, max_history_items=8, epochs=12, batch_size=16, lr=5e-3,
                       eval_beam_width=10, **fields)
@@ -118,8 +123,7 @@ def frozen_run(tmp_path, **fields) -> dict:
     """The report of a training run whose weights never change (learning rate zero), so that every epoch
     validates alike and none beats the first one validated."""
     ds = cyclic_dataset(users=30)
-    table = ItemTable(4, np.array([[i // 16, (i // 4) % 4, i % 4] for i in range(N)], dtype=np.int32),
-                      ds.item_ids, ds.titles)
+    table = cyclic_table(ds)
     cfg = TrainConfig(codebook_size=4, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
                       num_kv_heads=1, max_history_items=4, epochs=10, lr=0.0, eval_beam_width=10, **fields)
     return train(ds, cfg, tmp_path, progress=False, table=table)

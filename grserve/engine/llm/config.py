@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from grserve.engine.config import (COMPILE_HELP, DEVICE_HELP, OVERLAP_HELP, PACKED_LINEARS_HELP, QUANTIZATION_HELP,
                                    check_quantization, setting)
-from grserve.model.precision import DTYPES
+from grserve.model.precision import check_dtype
 
 
 @dataclass
@@ -38,8 +38,7 @@ class LLMEngineConfig:
 
     def __post_init__(self) -> None:
         check_quantization(self.quantization, self.compile, self.dtype)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        check_dtype("dtype", self.dtype)
         if self.overlap and self.speculative_tokens:
             raise ValueError("overlap: speculative decoding needs each step's result before the next is scheduled; "
                              "turn one of them off")
